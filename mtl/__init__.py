@@ -1,0 +1,1 @@
+"""mtl: efficient, controllable multi-task learning in JAX."""
