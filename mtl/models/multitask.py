@@ -1,0 +1,61 @@
+"""A shared encoder with one head per task, and the config -> model factory."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import flax.linen as nn
+import jax.numpy as jnp
+import ml_collections
+
+from mtl.tasks.base import TaskSpec
+
+
+class MultiTaskModel(nn.Module):
+  """Shared encoder + per-task heads.
+
+  Attributes:
+    encoder: module mapping inputs to shared features; called as `encoder(x, width=..., train=...)`.
+    heads: task name -> head module; called as `head(features, width=..., train=...)`.
+  """
+  encoder: nn.Module
+  heads: Mapping[str, nn.Module]
+
+  def __call__(self, x: jnp.ndarray, *, train: bool = False, encoder_width: float = 1.0,
+               head_widths: Mapping[str, float] | None = None, return_features: bool = False
+               ) -> dict[str, jnp.ndarray] | tuple[dict[str, jnp.ndarray], jnp.ndarray]:
+    """Args: x [B, ...] inputs; widths in (0, 1] pick slimmed sub-networks (1.0 = full width).
+
+    Returns: task name -> outputs (e.g. logits [B, C]); with `return_features`, also the shared features.
+    """
+    head_widths = dict(head_widths or {})
+    unknown = set(head_widths) - set(self.heads)
+    if unknown:
+      raise ValueError(f"head widths given for unknown tasks {sorted(unknown)}; tasks: {sorted(self.heads)}")
+    features = self.encoder(x, width=encoder_width, train=train)
+    outputs = {name: head(features, width=head_widths.get(name, 1.0), train=train)
+               for name, head in self.heads.items()}
+    return (outputs, features) if return_features else outputs
+
+
+def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
+                input_shape: tuple[int, ...]) -> nn.Module:
+  """Model from `config.model`: `name` in {'multitask', 'taskexpert'} plus its sub-configs.
+
+  Args:
+    model_cfg: `config.model` with `encoder` and `head` sub-configs (see configs/).
+    tasks: the tasks to predict, one head each.
+    input_shape: example shape without batch, e.g. (36, 36, 1); dense heads predict at its H, W.
+  """
+  name = model_cfg.get("name", "multitask")
+  if name == "multitask":
+    from mtl.models.encoders import build_encoder
+    from mtl.models.heads import build_head
+    out_hw = tuple(input_shape[:2]) if len(input_shape) == 3 else None
+    heads = {t.name: build_head(t, model_cfg.head, out_hw=out_hw) for t in tasks}
+    return MultiTaskModel(encoder=build_encoder(model_cfg.encoder), heads=heads)
+  if name == "taskexpert":
+    from mtl.models.taskexpert import build_taskexpert
+    return build_taskexpert(model_cfg, tasks, input_shape)
+  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert'")
+
+

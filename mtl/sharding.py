@@ -1,0 +1,130 @@
+"""Mesh construction and sharding of batches and parameters.
+
+Mesh axes are named `data`, `fsdp`, `tensor`, `expert`. The batch is split over (`data`, `fsdp`); parameters
+are replicated unless a rule in `config.sharding.rules` shards them (see `param_shardings`).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(axis_sizes: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a mesh over `devices` (default: all) with axes `MESH_AXES`.
+
+  Args:
+    axis_sizes: axis name -> size; at most one size may be -1 (takes the remaining devices). Missing axes
+      get size 1; the default puts every device on `data`.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = {a: 1 for a in MESH_AXES}
+  given = dict(axis_sizes or {"data": -1})
+  unknown = set(given) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh axes {sorted(unknown)}; known axes: {MESH_AXES}")
+  free = [a for a, s in given.items() if s == -1]
+  if len(free) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got {free}")
+  for a, s in given.items():
+    if s != -1 and (not isinstance(s, int) or s < 1):
+      raise ValueError(f"mesh axis {a!r} must have a positive size or -1, got {s!r}")
+    sizes[a] = s
+  fixed = math.prod(s for a, s in sizes.items() if s != -1)
+  if free:
+    if len(devices) % fixed:
+      raise ValueError(f"{len(devices)} devices do not divide by the fixed mesh axes {given}")
+    sizes[free[0]] = len(devices) // fixed
+  if math.prod(sizes.values()) != len(devices):
+    raise ValueError(f"mesh {sizes} needs {math.prod(sizes.values())} devices, {len(devices)} are available")
+  grid = np.asarray(devices).reshape([sizes[a] for a in MESH_AXES])
+  return Mesh(grid, MESH_AXES)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the data-parallel axes."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Places a host-local numpy batch onto the mesh, split along the batch axis.
+
+  With several processes, each process passes its own slice of the global batch.
+  """
+  sharding = batch_sharding(mesh)
+  n = data_parallel_size(mesh)
+  out = {}
+  for k, v in batch.items():
+    v = np.asarray(v)
+    if v.ndim == 0:
+      raise ValueError(f"batch entry {k!r} is a scalar; every entry needs a leading batch axis")
+    global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
+    if global_shape[0] % n:
+      raise ValueError(f"global batch size {global_shape[0]} is not divisible by the {n} data-parallel devices")
+    out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+  return out
+
+
+def _spec_for(path: str, shape: tuple[int, ...], rules: Sequence[tuple[str, Any]], mesh: Mesh) -> P:
+  """First rule whose regex matches `path` decides the spec.
+
+  A rule's target is either a PartitionSpec-like tuple (one entry per dimension: axis name, tuple of names or
+  None), or the string 'fsdp' / 'tensor' / 'expert': shard the largest dimension divisible by that axis size.
+  """
+  for pattern, target in rules:
+    if not re.fullmatch(pattern, path):
+      continue
+    if target is None or target == "replicated":
+      return P()
+    if isinstance(target, str):
+      size = mesh.shape[target]
+      if size == 1:
+        return P()
+      dims = sorted(range(len(shape)), key=lambda d: -shape[d])
+      for d in dims:
+        if shape[d] % size == 0:
+          spec = [None] * len(shape)
+          spec[d] = target
+          return P(*spec)
+      return P()
+    spec = tuple(target)
+    if len(spec) != len(shape):
+      raise ValueError(f"sharding rule {pattern!r} gives {spec} for {path} of rank {len(shape)}")
+    for dim, axes in zip(shape, spec):
+      names = axes if isinstance(axes, tuple) else (axes,) if axes else ()
+      size = math.prod(mesh.shape[a] for a in names)
+      if dim % size:
+        raise ValueError(f"sharding rule {pattern!r}: dim {dim} of {path} {shape} does not divide by {names}")
+    return P(*spec)
+  return P()
+
+
+def path_str(path) -> str:
+  """'params/encoder/Dense_0/kernel' style name of a pytree key path."""
+  parts = []
+  for k in path:
+    parts.append(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))))
+  return "/".join(parts)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = ()) -> Any:
+  """NamedSharding per leaf of `tree` (arrays or ShapeDtypeStructs) from regex `rules` on leaf paths."""
+  def one(path, leaf):
+    shape = tuple(getattr(leaf, "shape", ()))
+    return NamedSharding(mesh, _spec_for(path_str(path), shape, rules, mesh) if shape else P())
+  return jax.tree_util.tree_map_with_path(one, tree)

@@ -1,0 +1,256 @@
+"""The training loop: sharded jitted steps, periodic eval, checkpoints, exact resume."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from mtl import data as data_lib
+from mtl import evaluate as evaluate_lib
+from mtl import sharding as sharding_lib
+from mtl import tasks as tasks_lib
+from mtl.models.multitask import build_model
+from mtl.optim import get_method
+from mtl.tasks.base import TaskSpec, select_tasks
+from mtl.train import checkpoint as ckpt_lib
+from mtl.train.metric_writer import MetricWriter
+from mtl.train.optimizer import build_optimizer
+from mtl.train.state import TrainState, param_count
+from mtl.train.step import make_eval_step, make_train_step
+
+
+class TrainingDivergedError(RuntimeError):
+  """A loss or gradient became NaN/Inf; the message names the step and the task."""
+
+
+@dataclasses.dataclass
+class Experiment:
+  """Everything built from a config: model, tasks, mesh, optimizer, method and the initial state."""
+  config: ml_collections.ConfigDict
+  info: Any
+  tasks: tuple[TaskSpec, ...]
+  mesh: jax.sharding.Mesh
+  model: nn.Module
+  tx: Any
+  method: Any
+  state: TrainState
+  state_shardings: Any
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects bad values early with a message naming the field."""
+  def positive(name, value):
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"config.{name} must be a positive integer, got {value!r}")
+  positive("num_steps", config.num_steps)
+  positive("batch_size", config.batch_size)
+  positive("eval_batch_size", config.get("eval_batch_size", config.batch_size))
+  positive("log_every", config.log_every)
+  positive("checkpoint.every_steps", config.checkpoint.every_steps)
+  if config.get("eval_every", 0) < 0:
+    raise ValueError(f"config.eval_every must be >= 0 (0 = only at the end), got {config.eval_every}")
+  if not config.dataset.get("name"):
+    raise ValueError("config.dataset.name is required")
+
+
+def init_state(model: nn.Module, tx, method, input_shape: tuple[int, ...], seed: int,
+               model_kwargs: dict | None = None) -> TrainState:
+  """Parameters and optimizer / method state for a model taking inputs [B, *input_shape]."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+  dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+  variables = jax.jit(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False,
+                                              **(model_kwargs or {})))(init_rng, dummy)
+  variables = dict(variables)
+  params = variables.pop("params")
+  model_state = {k: v for k, v in variables.items() if k == "batch_stats"}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                    opt_state=tx.init(params), mtl_state=method.init(params), rng=state_rng)
+
+
+def build_experiment(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Experiment:
+  validate_config(config)
+  info = data_lib.get_info(config.dataset.name)
+  tasks = select_tasks(info.tasks, tuple(config.dataset.get("tasks", ()) or ()))
+  mesh = mesh or sharding_lib.make_mesh(dict(config.get("mesh", {"data": -1})))
+  model = build_model(config.model, tasks, tuple(info.input_shape))
+  tx = build_optimizer(config.optimizer, config.num_steps)
+  method = get_method(config.mtl.method, len(tasks), **dict(config.mtl.get("kwargs", {})))
+  state = init_state(model, tx, method, tuple(info.input_shape), config.seed)
+  rules = [tuple(r) for r in config.get("sharding", {}).get("rules", ())]
+  state_shardings = sharding_lib.tree_shardings(state, mesh, rules)
+  state = jax.device_put(state, state_shardings)
+  return Experiment(config, info, tasks, mesh, model, tx, method, state, state_shardings)
+
+
+def check_batch(exp: Experiment, batch: dict) -> None:
+  """Fails with a named task and shapes if the data and the heads disagree."""
+  key = exp.info.input_key
+  if key not in batch:
+    raise ValueError(f"batch has no input {key!r}; keys: {sorted(batch)}")
+  if tuple(batch[key].shape[1:]) != tuple(exp.info.input_shape):
+    raise ValueError(f"input {key!r} has shape {batch[key].shape[1:]}, the model expects {exp.info.input_shape}")
+  one = {k: np.asarray(v)[:1] for k, v in batch.items()}
+  outputs = jax.eval_shape(lambda p, s, x: exp.model.apply({"params": p, **s}, x, train=False),
+                           exp.state.params, exp.state.model_state, one[key])
+  for t in exp.tasks:
+    if t.target_key not in batch:
+      raise ValueError(f"task {t.name!r}: batch has no targets {t.target_key!r}; keys: {sorted(batch)}")
+    problem = tasks_lib.get_kind(t.kind).check_shapes(tuple(outputs[t.name].shape), one[t.target_key].shape,
+                                                      t.num_outputs)
+    if problem:
+      raise ValueError(f"shape mismatch between data and the head of task {t.name!r} ({t.kind}): {problem}")
+
+
+def jit_train_step(exp: Experiment, step_fn: Callable | None = None) -> Callable:
+  step_fn = step_fn or make_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key)
+  batch_sh = sharding_lib.batch_sharding(exp.mesh)
+  return jax.jit(step_fn, in_shardings=(exp.state_shardings, batch_sh),
+                 out_shardings=(exp.state_shardings, sharding_lib.replicated(exp.mesh)), donate_argnums=(0,))
+
+
+def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs: dict | None = None,
+                   max_batches: int | None = None) -> dict[str, dict[str, float]]:
+  """Per-task metrics of `state` on a whole split (the last partial batch is padded and masked)."""
+  cfg = exp.config
+  bs = cfg.get("eval_batch_size", cfg.batch_size)
+  loader = data_lib.make_loader(cfg.dataset.name, split, batch_size=bs // jax.process_count(), seed=cfg.seed,
+                                shuffle=False, num_epochs=1, drop_remainder=False,
+                                data_dir=cfg.dataset.get("data_dir") or None, shard_index=jax.process_index(),
+                                shard_count=jax.process_count(), tasks=[t.name for t in exp.tasks])
+  eval_step = make_eval_step(exp.model, exp.tasks, exp.info.input_key)
+  batch_sh = sharding_lib.batch_sharding(exp.mesh)
+  kwargs = model_kwargs or {}
+  jitted = jax.jit(lambda p, s, b: eval_step(p, s, b, **kwargs),
+                   in_shardings=(exp.state_shardings.params, exp.state_shardings.model_state, batch_sh),
+                   out_shardings=sharding_lib.replicated(exp.mesh))
+
+  def batches() -> Iterator[dict]:
+    for i, b in enumerate(loader):
+      if max_batches is not None and i >= max_batches:
+        return
+      yield b
+
+  def stats_fn(batch):
+    return jitted(state.params, state.model_state, sharding_lib.shard_batch(batch, exp.mesh))
+  return evaluate_lib.evaluate_stats(stats_fn, batches(), bs // jax.process_count(), exp.tasks)
+
+
+def _accumulate(acc: dict | None, new: dict) -> dict:
+  return new if acc is None else jax.tree_util.tree_map(np.add, acc, new)
+
+
+def _train_summary(scalar_sums: dict, stats_sums: dict, count: int, tasks) -> dict[str, float]:
+  out = {k: float(v) / count for k, v in scalar_sums.items()}
+  for t in tasks:
+    for k, v in tasks_lib.get_kind(t.kind).finalize(stats_sums[t.name]).items():
+      if k != "loss":
+        out[f"{t.name}/{k}"] = v
+  return out
+
+
+def check_finite(step: int, scalars: dict, tasks) -> None:
+  bad = [k for k, v in scalars.items() if not math.isfinite(float(v))]
+  if bad:
+    named = [k for k in bad if k.startswith("loss/")]
+    what = (f"task {named[0][5:]!r}" if named else f"{bad[0]!r}")
+    raise TrainingDivergedError(f"non-finite value at step {step} in {what} (all non-finite: {bad}); the last "
+                                f"good checkpoint is kept")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None = None,
+                       step_fn_factory: Callable[[Experiment], Callable] | None = None,
+                       progress: bool = True) -> dict:
+  """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates on the test split.
+
+  Returns {'test': task -> metrics, 'steps_per_second': float, 'examples_per_second': float, 'step': int}.
+  `step_fn_factory(exp)` may supply another (unjitted) train step, e.g. the sandwich rule of mtl.control.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  exp = build_experiment(config, mesh)
+  config_json = config.to_json_best_effort(sort_keys=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config_json)
+  writer = MetricWriter(workdir)
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint.every_steps,
+                               config.checkpoint.get("max_to_keep", 3))
+  dp = jax.process_count()
+  if config.batch_size % (sharding_lib.data_parallel_size(exp.mesh)):
+    raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                     f"{sharding_lib.data_parallel_size(exp.mesh)} data-parallel devices")
+  train_iter = data_lib.make_loader(config.dataset.name, "train", batch_size=config.batch_size // dp,
+                                    seed=config.seed, shuffle=True, num_epochs=None, drop_remainder=True,
+                                    data_dir=config.dataset.get("data_dir") or None,
+                                    shard_index=jax.process_index(), shard_count=dp,
+                                    tasks=[t.name for t in exp.tasks])
+  state = exp.state
+  if ckpt.latest_step() is not None:
+    abstract = ckpt_lib.abstract_like(state, exp.state_shardings)
+    state, data_state, _, restored_step = ckpt.restore(abstract, config.checkpoint.get("restore_step", None))
+    if data_state is not None:
+      train_iter.set_state(data_state)
+    logging.info("resumed from step %d", restored_step)
+  start = int(state.step)
+  logging.info("model has %d parameters", param_count(state.params))
+  train_step = jit_train_step(exp, step_fn_factory(exp) if step_fn_factory else None)
+
+  scalar_sums, stats_sums, n_acc = None, None, 0
+  t_first, examples_timed, steps_timed = None, 0, 0
+  bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", disable=not progress or
+                  jax.process_index() != 0, dynamic_ncols=True)
+  step = start
+  try:
+    for step in range(start + 1, config.num_steps + 1):
+      batch = next(train_iter)
+      if step == start + 1:
+        check_batch(exp, batch)
+      state, out = train_step(state, sharding_lib.shard_batch(batch, exp.mesh))
+      if step == start + 1:
+        jax.block_until_ready(state)
+        t_first = time.perf_counter()
+      else:
+        steps_timed += 1
+        examples_timed += config.batch_size
+      step_scalars, step_stats = jax.device_get((out["scalars"], out["stats"]))
+      scalar_sums = _accumulate(scalar_sums if n_acc else None, step_scalars)
+      stats_sums = _accumulate(stats_sums if n_acc else None, step_stats)
+      n_acc += 1
+      check_finite(step, step_scalars, exp.tasks)
+      if step % config.log_every == 0 or step == config.num_steps:
+        summary = _train_summary(scalar_sums, stats_sums, n_acc, exp.tasks)
+        if steps_timed:
+          summary["steps_per_second"] = steps_timed / (time.perf_counter() - t_first)
+        writer.write(step, summary, "train")
+        bar.set_postfix(loss=f"{summary['loss']:.3f}")
+        n_acc = 0
+      if config.get("eval_every", 0) and step % config.eval_every == 0 and step != config.num_steps:
+        val = evaluate_split(exp, state, config.dataset.get("eval_split", "validation"))
+        writer.write(step, {f"{t}/{k}": v for t, m in val.items() for k, v in m.items()}, "validation")
+      ckpt.maybe_save(step, state, train_iter.get_state(), config_json)
+      bar.update(1)
+  finally:
+    bar.close()
+  elapsed = (time.perf_counter() - t_first) if t_first and steps_timed else float("nan")
+  ckpt.save(int(state.step), state, train_iter.get_state(), config_json)
+  ckpt.close()
+  test = evaluate_split(exp, state, config.dataset.get("test_split", "test"))
+  steps_per_second = steps_timed / elapsed if steps_timed else float("nan")
+  result = {"test": test, "step": int(state.step), "steps_per_second": steps_per_second,
+            "examples_per_second": examples_timed / elapsed if steps_timed else float("nan")}
+  writer.write(int(state.step), {f"{t}/{k}": v for t, m in test.items() for k, v in m.items()}, "test")
+  writer.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(result, f, indent=2)
+  return result
