@@ -1,0 +1,63 @@
+"""Defaults shared by every experiment config; each family overrides what it needs."""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.num_steps = 1000
+  c.batch_size = 256
+  c.eval_batch_size = 1000
+  c.log_every = 50
+  c.eval_every = 0  # 0: evaluate on the test split at the end only.
+
+  c.dataset = ml_collections.ConfigDict()
+  c.dataset.name = ""
+  c.dataset.tasks = ()  # empty: all tasks of the dataset.
+  c.dataset.data_dir = ""  # empty: $MTL_DATA_DIR or ~/tensorflow_datasets.
+  c.dataset.eval_split = "validation"
+  c.dataset.test_split = "test"
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "multitask"
+  c.model.encoder = ml_collections.ConfigDict()
+  c.model.head = ml_collections.ConfigDict()
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 0
+  c.optimizer.schedule = "cosine"
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.grad_clip_norm = 0.0
+
+  c.mtl = ml_collections.ConfigDict()
+  c.mtl.method = "equal"
+  c.mtl.kwargs = ml_collections.ConfigDict()
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 500
+  c.checkpoint.max_to_keep = 3
+  c.checkpoint.restore_step = config_dict.placeholder(int)
+
+  c.mesh = ml_collections.ConfigDict({"data": -1})
+  c.sharding = ml_collections.ConfigDict()
+  c.sharding.rules = ()  # (regex on 'params/...' paths, 'fsdp' | 'tensor' | spec tuple), first match wins.
+  return c
+
+
+def parse_arg(arg: str | None) -> dict[str, str]:
+  """'key=value,key2=value2' (or a bare word, returned under 'tasks') -> dict."""
+  out = {}
+  for part in (arg or "").split(","):
+    if not part:
+      continue
+    if "=" in part:
+      k, v = part.split("=", 1)
+      out[k] = v
+    else:
+      out.setdefault("tasks", part)
+  return out

@@ -1,0 +1,81 @@
+r"""Loads the latest checkpoint of a workdir, prints per-task test metrics and delta-m.
+
+  python -m experiments.evaluate --workdir /tmp/mf \
+      --baselines left=/tmp/mf_left,right=/tmp/mf_right      # single-task runs' workdirs
+  python -m experiments.evaluate --workdir /tmp/mf --baselines configs/baselines/multifashion.json
+
+Baselines are either `task=WORKDIR` pairs of single-task runs (their results.json is read, or their latest
+checkpoint evaluated) or a JSON file {task: main-metric value}.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+from absl import app, flags, logging
+
+from mtl import evaluate as evaluate_lib
+from mtl.train import checkpoint as ckpt_lib
+from mtl.train import loop
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the run to evaluate.")
+_SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate on.")
+_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
+_BASELINES = flags.DEFINE_string("baselines", None, "task=WORKDIR,... or a JSON file {task: value}.")
+_JSON = flags.DEFINE_string("json", None, "Write {metrics, delta_m} to this JSON file.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def load_and_evaluate(workdir: str, split: str = "test", step: int | None = None) -> tuple[dict, loop.Experiment]:
+  """Rebuilds the experiment from the checkpoint's config, restores `step` and evaluates `split`."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ckpt_lib.CheckpointError(f"no checkpoints directory in {workdir}; was it trained with experiments.train?")
+  ckpt = ckpt_lib.Checkpointer(ckpt_dir, every_steps=1, async_save=False)
+  config = ml_collections.ConfigDict(ckpt.read_config(step))
+  exp = loop.build_experiment(config)
+  state, _, _, restored = ckpt.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings), step)
+  ckpt.close()
+  logging.info("restored step %d", restored)
+  return loop.evaluate_split(exp, state, split), exp
+
+
+def read_baselines(spec: str, split: str) -> dict[str, float]:
+  """task -> main metric of its single-task baseline."""
+  if spec.endswith(".json") and os.path.exists(spec):
+    with open(spec) as f:
+      return {k: float(v) for k, v in json.load(f).items()}
+  out = {}
+  for part in spec.split(","):
+    if "=" not in part:
+      raise ValueError(f"--baselines entry {part!r} is not task=WORKDIR")
+    task, workdir = part.split("=", 1)
+    metrics, exp = load_and_evaluate(workdir, split)
+    if task not in metrics:
+      raise ValueError(f"baseline run {workdir} has no task {task!r}; it has {sorted(metrics)}")
+    spec_t = next(t for t in exp.tasks if t.name == task)
+    out[task] = metrics[task][spec_t.metric]
+  return out
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  metrics, exp = load_and_evaluate(_WORKDIR.value, _SPLIT.value, _STEP.value)
+  print(f"{exp.config.dataset.name} / {_SPLIT.value}:")
+  print(evaluate_lib.format_table(metrics))
+  result = {"metrics": metrics}
+  if _BASELINES.value:
+    baselines = read_baselines(_BASELINES.value, _SPLIT.value)
+    main_m = evaluate_lib.main_metrics(metrics, exp.tasks)
+    dm = evaluate_lib.delta_m(main_m, baselines, {t.name: t.higher_is_better for t in exp.tasks})
+    result.update(baselines=baselines, delta_m=dm)
+    print(f"delta-m vs single-task baselines {baselines}: {dm:+.2f}%")
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
