@@ -13,6 +13,7 @@ import json
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mtl import distributed
 from mtl import evaluate as evaluate_lib
 from mtl.train import loop
 
@@ -27,7 +28,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  distributed.initialize_from_env()
   result = loop.train_and_evaluate(config, _WORKDIR.value)
+  if result.get("preempted"):
+    print(f"preempted at step {result['step']}; checkpoint saved, re-run the same command to resume")
+    return
   print(f"\ntest metrics after {result['step']} steps ({config.dataset.name}):")
   print(evaluate_lib.format_table(result["test"]))
   print(f"throughput: {result['steps_per_second']:.2f} steps/s, {result['examples_per_second']:.0f} examples/s "

@@ -26,6 +26,7 @@ from mtl.tasks.base import TaskSpec, select_tasks
 from mtl.train import checkpoint as ckpt_lib
 from mtl.train.metric_writer import MetricWriter
 from mtl.train.optimizer import build_optimizer
+from mtl.train.preemption import PreemptionWatcher
 from mtl.train.state import TrainState, param_count
 from mtl.train.step import make_eval_step, make_train_step
 
@@ -210,6 +211,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", disable=not progress or
                   jax.process_index() != 0, dynamic_ncols=True)
   step = start
+  watcher = PreemptionWatcher(config.get("preemption_sync_every", 10))
+  preempted = False
   try:
     for step in range(start + 1, config.num_steps + 1):
       batch = next(train_iter)
@@ -239,11 +242,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
         writer.write(step, {f"{t}/{k}": v for t, m in val.items() for k, v in m.items()}, "validation")
       ckpt.maybe_save(step, state, train_iter.get_state(), config_json)
       bar.update(1)
+      if watcher.should_stop(step):
+        preempted = True
+        break
+  except BaseException:
+    ckpt.close()  # let an in-flight save of a good state finish; nothing broken is written.
+    raise
   finally:
     bar.close()
+    watcher.close()
   elapsed = (time.perf_counter() - t_first) if t_first and steps_timed else float("nan")
   ckpt.save(int(state.step), state, train_iter.get_state(), config_json)
   ckpt.close()
+  if preempted:
+    logging.warning("preempted: saved step %d in %s; re-run the same command to resume", int(state.step), workdir)
+    writer.close()
+    return {"preempted": True, "step": int(state.step)}
   test = evaluate_split(exp, state, config.dataset.get("test_split", "test"))
   steps_per_second = steps_timed / elapsed if steps_timed else float("nan")
   result = {"test": test, "step": int(state.step), "steps_per_second": steps_per_second,
