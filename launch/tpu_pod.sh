@@ -4,7 +4,7 @@
 #   launch/tpu_pod.sh create  NAME ZONE ACCELERATOR [VERSION]   # e.g. my-pod us-central2-b v4-32 tpu-ubuntu2204-base
 #   launch/tpu_pod.sh copy    NAME ZONE                         # rsyncs this repo to every worker
 #   launch/tpu_pod.sh install NAME ZONE                         # pip install jax[tpu] + this package on every worker
-#   launch/tpu_pod.sh run     NAME ZONE CONFIG WORKDIR [overrides...]   # WORKDIR: a gs:// path or shared disk
+#   launch/tpu_pod.sh run     NAME ZONE CONFIG WORKDIR [overrides...]   # WORKDIR: on a disk all workers share
 #   launch/tpu_pod.sh delete  NAME ZONE
 set -euo pipefail
 cmd=${1:?command: create|copy|install|run|delete}
