@@ -1,0 +1,1 @@
+"""Utilities for tests and examples (small in-memory datasets)."""
