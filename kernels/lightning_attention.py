@@ -1,0 +1,213 @@
+"""Lightning attention (TransNormerLLM) as Pallas kernels with a custom VJP.
+
+Public function: `lightning_attention(q, k, v, slopes, causal, block_size,
+interpret)`, same signature and semantics as
+`kernels.reference.lightning_attention_chunked` (shapes q, k [B, H, L, Dk],
+v [B, H, L, Dv], slopes [H]; decay lambda_h = exp(-slopes[h]) per token).
+
+Kernels (one program per (batch, head[, Dv block]), looping over sequence
+blocks of C tokens with a kv state kept on chip):
+  forward  o = (M * q k^T) v + (lambda^(i+1) q) S;  S <- lambda^C S + (lambda^(C-1-j) k)^T v
+  backward dq: the forward kernel on (do, v, k);
+           dk, dv: one fused reverse-order kernel sharing a single state
+           B = sum_t lambda^(..) q_t^T do_t [Dk, Dv]:
+           dk = (M * do v^T)^T q + lambda^(C-j) v B^T,
+           dv = (M * q k^T)^T do + lambda^(C-j) k B.
+Slopes are treated as constants (TransNormerLLM keeps them fixed): their
+gradient is zero. Non-causal attention (symmetric decay lambda^|t-s|) is built
+from a causal and a reversed causal pass minus the diagonal.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+
+from kernels import reference as ref
+
+_HI = lax.Precision.HIGHEST
+
+
+def default_interpret(interpret: bool | None) -> bool:
+  """None -> True on CPU (Pallas interpret mode), False on GPU/TPU."""
+  if interpret is None:
+    return jax.default_backend() == "cpu"
+  return bool(interpret)
+
+
+def _dot(a, b):
+  return jnp.dot(a, b, precision=_HI, preferred_element_type=jnp.float32)
+
+
+def _decays(s, c):
+  """In-block decay factors for rate s (scalar) and block size c."""
+  idx = lax.broadcasted_iota(jnp.int32, (c, c), 0)
+  jdx = lax.broadcasted_iota(jnp.int32, (c, c), 1)
+  diff = (idx - jdx).astype(jnp.float32)
+  mask = jnp.where(diff >= 0, jnp.exp(-s * jnp.maximum(diff, 0.0)), 0.0)
+  pos = lax.broadcasted_iota(jnp.int32, (c, 1), 0).astype(jnp.float32)
+  return mask, pos
+
+
+def _fwd_kernel(s_ref, q_ref, k_ref, v_ref, o_ref, *, block, num_blocks):
+  """q_ref, k_ref [L, Dk]; v_ref, o_ref [L, bv]; s_ref scalar rate."""
+  s = s_ref[()].astype(jnp.float32)
+  c = block
+  mask, pos = _decays(s, c)
+  q_decay = jnp.exp(-s * (pos + 1.0))          # [C, 1]
+  k_decay = jnp.exp(-s * (c - 1.0 - pos))      # [C, 1]
+  blk_decay = jnp.exp(-s * c)
+
+  def body(n, state):
+    sl = pl.ds(pl.multiple_of(n * c, c), c)
+    qb = q_ref[sl, :].astype(jnp.float32)
+    kb = k_ref[sl, :].astype(jnp.float32)
+    vb = v_ref[sl, :].astype(jnp.float32)
+    scores = _dot(qb, kb.T) * mask
+    o = _dot(scores, vb) + _dot(qb * q_decay, state)
+    o_ref[sl, :] = o.astype(o_ref.dtype)
+    return blk_decay * state + _dot((kb * k_decay).T, vb)
+
+  state = jnp.zeros((q_ref.shape[-1], v_ref.shape[-1]), jnp.float32)
+  lax.fori_loop(0, num_blocks, body, state)
+
+
+def _bwd_kv_kernel(s_ref, q_ref, k_ref, v_ref, do_ref, dk_ref, dv_ref, *,
+                   block, num_blocks):
+  """Reverse-order pass for dk [L, Dk] and dv [L, Dv] (one shared state)."""
+  s = s_ref[()].astype(jnp.float32)
+  c = block
+  mask, pos = _decays(s, c)
+  kv_decay = jnp.exp(-s * (c - pos))           # lambda^(C-j)  [C, 1]
+  q_decay = jnp.exp(-s * pos)                  # lambda^i      [C, 1]
+  blk_decay = jnp.exp(-s * c)
+
+  def body(i, state):
+    n = num_blocks - 1 - i
+    sl = pl.ds(pl.multiple_of(n * c, c), c)
+    qb = q_ref[sl, :].astype(jnp.float32)
+    kb = k_ref[sl, :].astype(jnp.float32)
+    vb = v_ref[sl, :].astype(jnp.float32)
+    dob = do_ref[sl, :].astype(jnp.float32)
+    s_dv = _dot(dob, vb.T) * mask              # [C(t), C(s)]
+    s_qk = _dot(qb, kb.T) * mask
+    dk = _dot(s_dv.T, qb) + _dot(vb * kv_decay, state.T)
+    dv = _dot(s_qk.T, dob) + _dot(kb * kv_decay, state)
+    dk_ref[sl, :] = dk.astype(dk_ref.dtype)
+    dv_ref[sl, :] = dv.astype(dv_ref.dtype)
+    return blk_decay * state + _dot((qb * q_decay).T, dob)
+
+  state = jnp.zeros((q_ref.shape[-1], v_ref.shape[-1]), jnp.float32)
+  lax.fori_loop(0, num_blocks, body, state)
+
+
+def _flat(x):
+  return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+
+def _head_slopes(slopes, b):
+  return jnp.tile(slopes.astype(jnp.float32), b)  # [B*H], batch-major
+
+
+def _fwd_call(q, k, v, slopes, block, interpret, block_v=None):
+  """Causal forward on padded inputs (L % block == 0) -> [B, H, L, Dv]."""
+  b, h, length, dk = q.shape
+  dv = v.shape[-1]
+  bv = dv if block_v is None or dv % block_v else block_v
+  kernel = functools.partial(_fwd_kernel, block=block,
+                             num_blocks=length // block)
+  out = pl.pallas_call(
+      kernel,
+      grid=(b * h, dv // bv),
+      in_specs=[
+          pl.BlockSpec((None,), lambda i, j: (i,)),
+          pl.BlockSpec((None, length, dk), lambda i, j: (i, 0, 0)),
+          pl.BlockSpec((None, length, dk), lambda i, j: (i, 0, 0)),
+          pl.BlockSpec((None, length, bv), lambda i, j: (i, 0, j)),
+      ],
+      out_specs=pl.BlockSpec((None, length, bv), lambda i, j: (i, 0, j)),
+      out_shape=jax.ShapeDtypeStruct((b * h, length, dv), v.dtype),
+      interpret=interpret,
+      name="lightning_fwd",
+  )(_head_slopes(slopes, b), _flat(q), _flat(k), _flat(v))
+  return out.reshape(b, h, length, dv)
+
+
+def _bwd_kv_call(q, k, v, do, slopes, block, interpret):
+  b, h, length, dk = q.shape
+  dv = v.shape[-1]
+  kernel = functools.partial(_bwd_kv_kernel, block=block,
+                             num_blocks=length // block)
+  spec_k = pl.BlockSpec((None, length, dk), lambda i: (i, 0, 0))
+  spec_v = pl.BlockSpec((None, length, dv), lambda i: (i, 0, 0))
+  dk_, dv_ = pl.pallas_call(
+      kernel,
+      grid=(b * h,),
+      in_specs=[pl.BlockSpec((None,), lambda i: (i,)),
+                spec_k, spec_k, spec_v, spec_v],
+      out_specs=[spec_k, spec_v],
+      out_shape=[jax.ShapeDtypeStruct((b * h, length, dk), k.dtype),
+                 jax.ShapeDtypeStruct((b * h, length, dv), v.dtype)],
+      interpret=interpret,
+      name="lightning_bwd_kv",
+  )(_head_slopes(slopes, b), _flat(q), _flat(k), _flat(v), _flat(do))
+  return dk_.reshape(k.shape), dv_.reshape(v.shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _causal_padded(q, k, v, slopes, block, interpret, block_v):
+  return _fwd_call(q, k, v, slopes, block, interpret, block_v)
+
+
+def _causal_padded_fwd(q, k, v, slopes, block, interpret, block_v):
+  o = _fwd_call(q, k, v, slopes, block, interpret, block_v)
+  return o, (q, k, v, slopes)
+
+
+def _causal_padded_bwd(block, interpret, block_v, res, do):
+  q, k, v, slopes = res
+  do = do.astype(v.dtype)
+  dq = _fwd_call(do, v, k, slopes, block, interpret, None)
+  dk, dv = _bwd_kv_call(q, k, v, do, slopes, block, interpret)
+  return dq.astype(q.dtype), dk, dv, jnp.zeros_like(slopes)
+
+
+_causal_padded.defvjp(_causal_padded_fwd, _causal_padded_bwd)
+
+
+def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                        slopes: jax.Array, causal: bool = True,
+                        block_size: int = 64,
+                        interpret: bool | None = None,
+                        block_v: int | None = None) -> jax.Array:
+  """Lightning attention with Pallas kernels (differentiable).
+
+  Args:
+    q, k: [B, H, L, Dk]; v: [B, H, L, Dv]; slopes: [H] decay rates
+      (lambda_h = exp(-slopes[h])); any L (zero-padded to the block).
+    causal: causal decay mask, else symmetric decay lambda^|t - s|.
+    block_size: C, tokens per block (>= 16 and a power of two for the
+      compiled GPU kernel; any positive value in interpret mode).
+    interpret: None -> interpret on CPU, compiled elsewhere.
+    block_v: optional split of Dv across programs in the forward kernel
+      (more parallelism on GPU when B * H is small).
+  Returns:
+    [B, H, L, Dv] in v.dtype; the sum over keys is accumulated in float32.
+  """
+  ref.check_qkv(q, k, v, slopes)
+  if block_size <= 0:
+    raise ValueError(f"block_size must be positive, got {block_size}")
+  interpret = default_interpret(interpret)
+  length = q.shape[2]
+
+  def causal_fn(q, k, v):
+    qp, kp, vp = (ref.pad_to_block(x, block_size) for x in (q, k, v))
+    o = _causal_padded(qp, kp, vp, slopes, block_size, interpret, block_v)
+    return o[:, :, :length]
+
+  if causal:
+    return causal_fn(q, k, v)
+  return ref.bidirectional_from_causal(causal_fn, q, k, v).astype(v.dtype)
