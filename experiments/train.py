@@ -21,6 +21,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and results go.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+_STOP_AT = flags.DEFINE_integer("stop_at_step", None, "End this job after that step with a checkpoint "
+                                "(the schedule still follows config.num_steps); re-run to resume.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,9 +31,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   distributed.initialize_from_env()
-  result = loop.train_and_evaluate(config, _WORKDIR.value)
+  result = loop.train_and_evaluate(config, _WORKDIR.value, stop_at_step=_STOP_AT.value)
   if result.get("preempted"):
-    print(f"preempted at step {result['step']}; checkpoint saved, re-run the same command to resume")
+    print(f"stopped at step {result['step']}; checkpoint saved, re-run the same command to resume")
     return
   print(f"\ntest metrics after {result['step']} steps ({config.dataset.name}):")
   print(evaluate_lib.format_table(result["test"]))

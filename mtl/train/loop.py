@@ -171,11 +171,13 @@ def check_finite(step: int, scalars: dict, tasks) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh | None = None,
                        step_fn_factory: Callable[[Experiment], Callable] | None = None,
-                       progress: bool = True) -> dict:
+                       progress: bool = True, stop_at_step: int | None = None) -> dict:
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates on the test split.
 
   Returns {'test': task -> metrics, 'steps_per_second': float, 'examples_per_second': float, 'step': int}.
   `step_fn_factory(exp)` may supply another (unjitted) train step, e.g. the sandwich rule of mtl.control.
+  `stop_at_step` ends this job after that step with a checkpoint (as a preemption would); the schedule still
+  follows `config.num_steps`, and re-running resumes.
   """
   os.makedirs(workdir, exist_ok=True)
   exp = build_experiment(config, mesh)
@@ -242,7 +244,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
         writer.write(step, {f"{t}/{k}": v for t, m in val.items() for k, v in m.items()}, "validation")
       ckpt.maybe_save(step, state, train_iter.get_state(), config_json)
       bar.update(1)
-      if watcher.should_stop(step):
+      if watcher.should_stop(step) or step == stop_at_step:
         preempted = True
         break
   except BaseException:

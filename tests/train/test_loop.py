@@ -60,8 +60,8 @@ def test_eight_device_mesh_matches_one_device(tmp_path):
 def test_resume_continues_bit_for_bit(tmp_path):
   straight = _config(num_steps=6, every=3)
   loop.train_and_evaluate(straight, str(tmp_path / "straight"), progress=False)
-  half = _config(num_steps=3, every=3)
-  loop.train_and_evaluate(half, str(tmp_path / "resumed"), progress=False)
+  out = loop.train_and_evaluate(straight, str(tmp_path / "resumed"), progress=False, stop_at_step=3)
+  assert out == {"preempted": True, "step": 3}
   loop.train_and_evaluate(straight, str(tmp_path / "resumed"), progress=False)
   pa, sa = _params(str(tmp_path / "straight"), straight)
   pb, sb = _params(str(tmp_path / "resumed"), straight)
