@@ -39,13 +39,17 @@ def _examples(split: str):
 
 
 class Loader:
-  """Epoch-shuffled batches; state = (position) so resume is exact."""
+  """Epoch-shuffled batches; state = (position) so resume is exact.
+
+  Host `shard_index` of `shard_count` yields rows [i*b, (i+1)*b) of the global batch of b*shard_count rows that a
+  single host would read, so any number of hosts sees the same global batches (and reads only its own rows).
+  """
 
   def __init__(self, split, batch_size, seed, shuffle, num_epochs, drop_remainder, shard_index, shard_count, tasks):
     self.data = _examples(split)
-    n = SPLITS[split]
-    self.index = np.arange(shard_index, n, shard_count)
-    self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
+    self.index = np.arange(SPLITS[split])
+    self.shard_index, self.shard_count = shard_index, shard_count
+    self.batch_size, self.seed, self.shuffle = batch_size * shard_count, seed, shuffle
     self.num_epochs, self.drop_remainder = num_epochs, drop_remainder
     self.tasks = tasks
     self.position = 0
@@ -72,6 +76,8 @@ class Loader:
       return next(self)
     self.position += len(take)
     keep = ["image"] + list(self.tasks or ("even", "odd"))
+    rows = len(take) // self.shard_count
+    take = take[self.shard_index * rows:(self.shard_index + 1) * rows]
     return {k: self.data[k][take] for k in keep}
 
   def get_state(self):

@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import common
 from mtl import sharding
 from mtl.train import checkpoint as ckpt_lib
 from mtl.train import loop
 from mtl.train.preemption import PreemptionWatcher
 from mtl.testing import synthetic_data
+from mtl.testing.train_synthetic import synthetic_config
 
 
 @pytest.fixture(autouse=True)
@@ -21,18 +21,7 @@ def _synthetic(monkeypatch):
 
 
 def _config(num_steps=6, every=3):
-  c = common.base_config()
-  c.dataset.name = "synthetic"
-  c.num_steps = num_steps
-  c.batch_size = 16
-  c.eval_batch_size = 16
-  c.log_every = 2
-  c.checkpoint.every_steps = every
-  c.optimizer.learning_rate = 3e-3
-  c.model.encoder.name = "conv"
-  c.model.encoder.stage_channels = (8, 16)
-  c.model.head.hidden_dim = 16
-  return c
+  return synthetic_config(num_steps, every)
 
 
 def _params(workdir, config):

@@ -1,0 +1,38 @@
+"""2 local processes x 4 CPU devices (jax.distributed) train the same parameters as 1 process x 8 devices."""
+import os
+import sys
+
+import jax
+import numpy as np
+
+from launch import local
+from mtl.testing import synthetic_data
+from mtl.testing.train_synthetic import synthetic_config
+from mtl.train import checkpoint as ckpt_lib
+from mtl.train import loop
+
+
+def _params(workdir, config):
+  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 1, async_save=False)
+  exp = loop.build_experiment(config)
+  state, _, _, step = ck.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings))
+  ck.close()
+  return jax.device_get(state.params), step
+
+
+def test_two_processes_match_single_process(tmp_path, monkeypatch):
+  env = dict(os.environ)
+  env["JAX_PLATFORMS"] = "cpu"
+  code = local.launch([sys.executable, "-m", "mtl.testing.train_synthetic", "--workdir", str(tmp_path / "multi"),
+                       "--num_steps", "4"], num_processes=2, devices_per_process=4,
+                      log_dir=str(tmp_path / "logs"), timeout_s=240, env=env)
+  logs = "".join(open(tmp_path / "logs" / f"process_{i}.log").read() for i in range(2))
+  assert code == 0, logs
+  monkeypatch.setattr(loop, "data_lib", synthetic_data)
+  config = synthetic_config(4)
+  loop.train_and_evaluate(config, str(tmp_path / "single"), progress=False)
+  pm, sm = _params(str(tmp_path / "multi"), config)
+  ps, ss = _params(str(tmp_path / "single"), config)
+  assert sm == ss == 4
+  for a, b in zip(jax.tree_util.tree_leaves(pm), jax.tree_util.tree_leaves(ps)):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
