@@ -1,0 +1,123 @@
+"""Slimmable task decoders: classification (global pooling + MLP) and dense (conv + upsampling).
+
+Heads are called as `head(features, *, width=1.0, train=False)`. `width` slices the head's hidden
+channels; the head's input channels follow whatever (possibly slimmed) encoder width it receives, by
+slicing the leading rows of its first kernel. Initialize at encoder and head width 1.0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from mtl.nn import slimmable
+from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm
+from mtl.tasks.base import TaskSpec
+
+CLASSIFICATION_KINDS = ("classification", "binary")
+DENSE_KINDS = ("semseg", "depth", "edges")
+
+
+def pool_features(features: jnp.ndarray) -> jnp.ndarray:
+  """[B, D] -> itself; tokens [B, N, D] -> mean over N; maps [B, h, w, C] -> mean over h, w."""
+  if features.ndim == 2:
+    return features
+  if features.ndim == 3:
+    return jnp.mean(features, axis=1)
+  if features.ndim == 4:
+    return jnp.mean(features, axis=(1, 2))
+  raise ValueError(f"head expects features [B, D], [B, N, D] or [B, h, w, C], got shape {features.shape}")
+
+
+def tokens_to_map(features: jnp.ndarray) -> jnp.ndarray:
+  """Maps [B, h, w, C] -> itself; tokens [B, N, D] with square N -> [B, sqrt(N), sqrt(N), D]."""
+  if features.ndim == 4:
+    return features
+  if features.ndim == 3:
+    n = features.shape[1]
+    side = math.isqrt(n)
+    if side * side != n:
+      raise ValueError(f"dense head: {n} tokens do not form a square grid")
+    return features.reshape(features.shape[0], side, side, features.shape[2])
+  raise ValueError(f"dense head expects a map [B, h, w, C] or tokens [B, N, D], got shape {features.shape}")
+
+
+class ClassificationHead(nn.Module):
+  """Pool -> Dense(hidden_w) -> ReLU -> Dense(num_outputs).
+
+  Call: features [B, D] | [B, N, D] | [B, h, w, C] -> logits [B, num_outputs];
+  hidden_w = scale_channels(hidden_dim, width, 8).
+  """
+  num_outputs: int
+  hidden_dim: int = 128
+  widths: Sequence[float] = DEFAULT_WIDTHS
+  divisor: int = 8
+
+  def active_hidden(self, width: float) -> int:
+    w = slimmable.check_width(width, self.widths)
+    return slimmable.scale_channels(self.hidden_dim, w, min(self.divisor, self.hidden_dim))
+
+  @nn.compact
+  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False) -> jnp.ndarray:
+    del train
+    h = self.active_hidden(width)
+    x = pool_features(features)
+    x = nn.relu(SlimDense(self.hidden_dim, name="hidden")(x, h))
+    return SlimDense(self.num_outputs, name="out")(x)
+
+
+class DenseHead(nn.Module):
+  """Conv3x3(hidden_w) -> GN -> ReLU -> bilinear resize to out_hw -> Conv3x3(hidden_w) -> GN -> ReLU
+  -> Conv1x1(num_outputs).
+
+  Call: features [B, h, w, C] or square tokens [B, N, D] -> [B, out_hw[0], out_hw[1], num_outputs].
+  """
+  num_outputs: int
+  hidden_dim: int = 64
+  out_hw: tuple[int, int] = (32, 32)
+  widths: Sequence[float] = DEFAULT_WIDTHS
+  group_size: int = 8
+
+  def active_hidden(self, width: float) -> int:
+    w = slimmable.check_width(width, self.widths)
+    if self.hidden_dim % self.group_size:
+      raise ValueError(f"DenseHead: hidden_dim {self.hidden_dim} must be a multiple of group_size "
+                       f"{self.group_size}")
+    return slimmable.scale_channels(self.hidden_dim, w, self.group_size)
+
+  @nn.compact
+  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False) -> jnp.ndarray:
+    del train
+    if len(self.out_hw) != 2 or min(self.out_hw) < 1:
+      raise ValueError(f"DenseHead: out_hw must be (H, W) with positive sizes, got {self.out_hw}")
+    h = self.active_hidden(width)
+    x = tokens_to_map(features)
+    x = nn.relu(SlimGroupNorm(self.group_size, name="norm0")(SlimConv(self.hidden_dim, name="conv0")(x, h)))
+    x = jax.image.resize(x, (x.shape[0], *self.out_hw, x.shape[-1]), method="bilinear")
+    x = nn.relu(SlimGroupNorm(self.group_size, name="norm1")(SlimConv(self.hidden_dim, name="conv1")(x, h)))
+    return SlimConv(self.num_outputs, (1, 1), name="out")(x)
+
+
+def build_head(spec: TaskSpec, cfg: ml_collections.ConfigDict, out_hw: tuple[int, int] | None = None
+               ) -> nn.Module:
+  """Head for one task from `config.model.head` (keys: hidden_dim, optional widths).
+
+  classification / binary -> ClassificationHead; semseg / depth / edges -> DenseHead (needs out_hw).
+  """
+  kwargs = {"num_outputs": spec.num_outputs}
+  if cfg.get("hidden_dim") is not None:
+    kwargs["hidden_dim"] = int(cfg.hidden_dim)
+  if cfg.get("widths") is not None:
+    kwargs["widths"] = tuple(float(w) for w in cfg.widths)
+  if spec.kind in CLASSIFICATION_KINDS:
+    return ClassificationHead(**kwargs)
+  if spec.kind in DENSE_KINDS:
+    if out_hw is None:
+      raise ValueError(f"task {spec.name!r} ({spec.kind}) needs a dense head: pass out_hw=(H, W)")
+    return DenseHead(out_hw=tuple(int(s) for s in out_hw), **kwargs)
+  raise ValueError(f"task {spec.name!r}: no head for kind {spec.kind!r}; supported: "
+                   f"{CLASSIFICATION_KINDS + DENSE_KINDS}")

@@ -1,0 +1,82 @@
+"""Slimmable encoders: a width-w call is exactly the narrower encoder on the leading slices of the weights."""
+import importlib.util
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from mtl.models import encoders
+
+
+def _slice_like(big, small):
+  """Leading slices of `big` with the shapes of `small` (prefix slicing along every axis)."""
+  return jax.tree.map(lambda b, s: b[tuple(slice(0, n) for n in s.shape)], big, small)
+
+
+def _check_sub_network(wide, narrow, x, width):
+  v = wide.init(jax.random.PRNGKey(0), x)
+  v = jax.tree.map(lambda a: a + 0.05 * np.random.RandomState(0).randn(*a.shape).astype(a.dtype), v)
+  v_small = narrow.init(jax.random.PRNGKey(1), x)
+  y = wide.apply(v, x, width=width)
+  ref = narrow.apply(_slice_like(v, v_small), x, width=1.0)
+  assert y.shape == ref.shape
+  np.testing.assert_allclose(y, ref, rtol=2e-4, atol=2e-5)
+  return v, y
+
+
+def test_conv_encoder_sub_network_and_shapes():
+  x = np.random.RandomState(0).randn(2, 12, 12, 1).astype(np.float32)
+  wide = encoders.ConvEncoder(stage_channels=(16, 32), convs_per_stage=2)
+  narrow = encoders.ConvEncoder(stage_channels=(8, 16), convs_per_stage=2)
+  v, y = _check_sub_network(wide, narrow, x, 0.5)
+  assert y.shape == (2, 3, 3, 16)
+  assert wide.apply(v, x).shape == (2, 3, 3, 32)
+  assert wide.apply(v, x, width=0.25).shape == (2, 3, 3, 8)
+  with pytest.raises(ValueError, match="allowed widths"):
+    wide.apply(v, x, width=0.3)
+  with pytest.raises(ValueError, match="multiples of group_size"):
+    encoders.ConvEncoder(stage_channels=(12,)).init(jax.random.PRNGKey(0), x)
+
+
+def test_vit_encoder_sub_network_and_shapes():
+  x = np.random.RandomState(1).randn(2, 8, 8, 3).astype(np.float32)
+  wide = encoders.ViTEncoder(patch_size=4, dim=16, depth=2, num_heads=4, mlp_ratio=2.0)
+  narrow = encoders.ViTEncoder(patch_size=4, dim=8, depth=2, num_heads=2, mlp_ratio=2.0)
+  v, y = _check_sub_network(wide, narrow, x, 0.5)
+  assert y.shape == (2, 4, 8)
+  assert wide.apply(v, x).shape == (2, 4, 16)
+  assert wide.active_dims(0.25) == (1, 4, 8)
+  with pytest.raises(ValueError, match="multiple of patch_size"):
+    wide.apply(v, x[:, :6, :6])
+  with pytest.raises(ValueError, match="unknown mixer"):
+    encoders.ViTEncoder(mixer="nope").init(jax.random.PRNGKey(0), x)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mtl.nn.lightning") is not None,
+                    reason="lightning attention is available")
+def test_vit_lightning_mixer_missing_is_a_clear_error():
+  x = np.ones((1, 8, 8, 1), np.float32)
+  with pytest.raises(ValueError, match="lightning"):
+    encoders.ViTEncoder(dim=16, depth=1, num_heads=2, mixer="lightning").init(jax.random.PRNGKey(0), x)
+
+
+def test_mlp_encoder_sub_network():
+  x = np.random.RandomState(2).randn(4, 103).astype(np.float32)
+  wide = encoders.MLPEncoder(hidden_dims=(64, 32))
+  narrow = encoders.MLPEncoder(hidden_dims=(16, 8))
+  _, y = _check_sub_network(wide, narrow, x, 0.25)
+  assert y.shape == (4, 8)
+  with pytest.raises(ValueError, match=r"\[B, F\]"):
+    wide.init(jax.random.PRNGKey(0), x[:, None])
+
+
+def test_build_encoder():
+  cfg = ml_collections.ConfigDict({"name": "conv", "stage_channels": [8, 16], "widths": [0.5, 1.0]})
+  enc = encoders.build_encoder(cfg)
+  assert isinstance(enc, encoders.ConvEncoder) and enc.stage_channels == (8, 16) and enc.widths == (0.5, 1.0)
+  assert isinstance(encoders.build_encoder(ml_collections.ConfigDict({"name": "vit"})), encoders.ViTEncoder)
+  with pytest.raises(ValueError, match="'conv', 'mlp', 'vit'"):
+    encoders.build_encoder(ml_collections.ConfigDict({"name": "resnet"}))
+  with pytest.raises(ValueError, match="bad arguments"):
+    encoders.build_encoder(ml_collections.ConfigDict({"name": "mlp", "depth": 3}))

@@ -1,0 +1,65 @@
+"""Slimmable heads: pooling of every feature layout, reference MLP, dense output shapes, factory."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mtl.models import heads
+from mtl.tasks.base import TaskSpec
+
+
+def test_classification_head_matches_reference_for_all_layouts():
+  rng = np.random.RandomState(0)
+  fmap = rng.randn(2, 3, 3, 16).astype(np.float32)
+  head = heads.ClassificationHead(num_outputs=5, hidden_dim=16)
+  v = head.init(jax.random.PRNGKey(0), fmap)
+  v = jax.tree.map(lambda a: a + 0.1, v)
+  p = jax.tree.map(np.asarray, v["params"])
+  pooled = fmap[..., :8].mean(axis=(1, 2))  # encoder at half width
+  assert head.active_hidden(0.25) == 8  # ceil(4) rounded up to a multiple of 8
+  hid = np.maximum(pooled @ p["hidden"]["kernel"][:8, :8] + p["hidden"]["bias"][:8], 0)
+  ref = hid @ p["out"]["kernel"][:8] + p["out"]["bias"]
+  for feats in (fmap[..., :8], fmap[..., :8].reshape(2, 9, 8), pooled):
+    np.testing.assert_allclose(head.apply(v, feats, width=0.25), ref, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="head expects"):
+    head.apply(v, fmap[None])
+
+
+def test_dense_head_shapes_and_tokens_equal_maps():
+  rng = np.random.RandomState(1)
+  fmap = rng.randn(2, 4, 4, 16).astype(np.float32)
+  head = heads.DenseHead(num_outputs=3, hidden_dim=16, out_hw=(12, 12))
+  v = head.init(jax.random.PRNGKey(0), fmap)
+  for w in (1.0, 0.5):
+    y = head.apply(v, fmap, width=w)
+    assert y.shape == (2, 12, 12, 3)
+    np.testing.assert_allclose(head.apply(v, fmap.reshape(2, 16, 16), width=w), y, rtol=1e-5, atol=1e-6)
+  # Narrow width is a different (sliced) function, not a masked copy of the full one.
+  assert not np.allclose(head.apply(v, fmap, width=0.5), head.apply(v, fmap))
+  with pytest.raises(ValueError, match="square grid"):
+    head.apply(v, fmap.reshape(2, 8, 32)[..., :16][:, :7])
+  with pytest.raises(ValueError, match="allowed widths"):
+    head.apply(v, fmap, width=0.6)
+
+
+def test_dense_head_narrow_gradient_leaves_rest_untouched():
+  fmap = jnp.ones((1, 2, 2, 16))
+  head = heads.DenseHead(num_outputs=2, hidden_dim=16, out_hw=(4, 4))
+  v = head.init(jax.random.PRNGKey(0), fmap)
+  g = jax.grad(lambda p: jnp.sum(head.apply({"params": p}, fmap[..., :8], width=0.5) ** 2))(v["params"])
+  k = np.asarray(g["conv0"]["kernel"])
+  assert np.all(k[:, :, 8:] == 0) and np.all(k[..., 8:] == 0) and np.any(k[:, :, :8, :8] != 0)
+
+
+def test_build_head():
+  cfg = ml_collections.ConfigDict({"hidden_dim": 32, "widths": [0.5, 1.0]})
+  h = heads.build_head(TaskSpec("a", "classification", 10), cfg)
+  assert isinstance(h, heads.ClassificationHead) and h.hidden_dim == 32 and h.widths == (0.5, 1.0)
+  assert isinstance(heads.build_head(TaskSpec("b", "binary", 1), cfg), heads.ClassificationHead)
+  d = heads.build_head(TaskSpec("s", "semseg", 4), cfg, out_hw=(8, 8))
+  assert isinstance(d, heads.DenseHead) and d.out_hw == (8, 8)
+  with pytest.raises(ValueError, match="out_hw"):
+    heads.build_head(TaskSpec("d", "depth", 1), cfg)
+  with pytest.raises(ValueError, match="no head for kind"):
+    heads.build_head(TaskSpec("l", "lm", 100), cfg)
