@@ -23,6 +23,9 @@ def cagrad(num_tasks: int, c: float = 0.4, rescale: int = 1, iters: int = 500) -
 
   def fn(gram, losses, state, step):
     del losses, step
+    if c == 0:
+      weights = jnp.full((num_tasks,), 1.0 / num_tasks, gram.dtype)
+      return weights, state, weight_metrics(weights)
     g0_norm = jnp.sqrt(jnp.maximum(jnp.mean(gram), 0.0) + 1e-20)
     radius = c * g0_norm
     w = solvers.cagrad_inner(gram, radius, iters)

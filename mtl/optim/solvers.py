@@ -51,7 +51,8 @@ def cagrad_inner(gram: jnp.ndarray, c: jnp.ndarray, iters: int = 500) -> jnp.nda
   eps = 1e-8 * (jnp.trace(gram) / t + 1e-30)
   w_min = min_norm_simplex(gram, iters)
   q_min = jnp.maximum(w_min @ gram @ w_min, 0.0) + eps
-  lip = c * jnp.linalg.eigvalsh(gram)[-1] / jnp.sqrt(q_min)
+  lam_max = jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], 0.0)
+  lip = jnp.maximum(c * lam_max / jnp.sqrt(q_min), 1e-6 * jnp.sqrt(lam_max) + 1e-30)  # floor: c = 0 is linear
   gb = gram @ b
 
   def grad(w):
