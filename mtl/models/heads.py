@@ -10,9 +10,9 @@ import math
 from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mtl.nn import slimmable
 from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm
@@ -31,6 +31,32 @@ def pool_features(features: jnp.ndarray) -> jnp.ndarray:
   if features.ndim == 4:
     return jnp.mean(features, axis=(1, 2))
   raise ValueError(f"head expects features [B, D], [B, N, D] or [B, h, w, C], got shape {features.shape}")
+
+
+def bilinear_matrix(in_size: int, out_size: int) -> np.ndarray:
+  """[out_size, in_size] bilinear interpolation weights (half-pixel centres, edge clamp, no antialiasing).
+
+  Equals `jax.image.resize(..., 'bilinear')` along one axis when upsampling (out_size >= in_size).
+  """
+  if in_size < 1 or out_size < 1:
+    raise ValueError(f"bilinear_matrix: sizes must be >= 1, got {in_size} -> {out_size}")
+  pos = (np.arange(out_size) + 0.5) * in_size / out_size - 0.5
+  pos = np.clip(pos, 0, in_size - 1)
+  lo = np.floor(pos).astype(int)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = pos - lo
+  m = np.zeros((out_size, in_size), np.float32)
+  m[np.arange(out_size), lo] += 1 - frac
+  m[np.arange(out_size), hi] += frac
+  return m
+
+
+def resize_bilinear(x: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
+  """[B, h, w, C] -> [B, H, W, C] by two separable matmuls (H*h*w*C + H*W*w*C MACs per example)."""
+  mh = jnp.asarray(bilinear_matrix(x.shape[1], out_hw[0]), x.dtype)
+  mw = jnp.asarray(bilinear_matrix(x.shape[2], out_hw[1]), x.dtype)
+  x = jnp.einsum("Hh,bhwc->bHwc", mh, x)
+  return jnp.einsum("Ww,bHwc->bHWc", mw, x)
 
 
 def tokens_to_map(features: jnp.ndarray) -> jnp.ndarray:
@@ -71,7 +97,7 @@ class ClassificationHead(nn.Module):
 
 
 class DenseHead(nn.Module):
-  """Conv3x3(hidden_w) -> GN -> ReLU -> bilinear resize to out_hw -> Conv3x3(hidden_w) -> GN -> ReLU
+  """Conv3x3(hidden_w) -> GN -> ReLU -> bilinear resize (`resize_bilinear`) to out_hw -> Conv3x3(hidden_w) -> GN -> ReLU
   -> Conv1x1(num_outputs).
 
   Call: features [B, h, w, C] or square tokens [B, N, D] -> [B, out_hw[0], out_hw[1], num_outputs].
@@ -97,7 +123,7 @@ class DenseHead(nn.Module):
     h = self.active_hidden(width)
     x = tokens_to_map(features)
     x = nn.relu(SlimGroupNorm(self.group_size, name="norm0")(SlimConv(self.hidden_dim, name="conv0")(x, h)))
-    x = jax.image.resize(x, (x.shape[0], *self.out_hw, x.shape[-1]), method="bilinear")
+    x = resize_bilinear(x, self.out_hw)
     x = nn.relu(SlimGroupNorm(self.group_size, name="norm1")(SlimConv(self.hidden_dim, name="conv1")(x, h)))
     return SlimConv(self.num_outputs, (1, 1), name="out")(x)
 

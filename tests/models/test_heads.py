@@ -63,3 +63,10 @@ def test_build_head():
     heads.build_head(TaskSpec("d", "depth", 1), cfg)
   with pytest.raises(ValueError, match="no head for kind"):
     heads.build_head(TaskSpec("l", "lm", 100), cfg)
+
+
+@pytest.mark.parametrize("hw_in,hw_out", [((3, 4), (9, 10)), ((4, 4), (4, 4)), ((2, 5), (7, 5))])
+def test_resize_bilinear_matches_jax_image_resize_when_upsampling(hw_in, hw_out):
+  x = np.random.RandomState(3).randn(2, *hw_in, 3).astype(np.float32)
+  ref = jax.image.resize(x, (2, *hw_out, 3), method="bilinear")
+  np.testing.assert_allclose(heads.resize_bilinear(jnp.asarray(x), hw_out), ref, rtol=1e-5, atol=1e-5)
