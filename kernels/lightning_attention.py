@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
 
@@ -36,6 +37,13 @@ def default_interpret(interpret: bool | None) -> bool:
   if interpret is None:
     return jax.default_backend() == "cpu"
   return bool(interpret)
+
+
+def _gpu_params(interpret: bool, num_stages: int | None = None):
+  """Triton compiler params (None in interpret mode or off GPU)."""
+  if interpret or jax.default_backend() != "gpu" or num_stages is None:
+    return None
+  return plgpu.CompilerParams(num_warps=4, num_stages=num_stages)
 
 
 def _dot(a, b):
@@ -152,6 +160,9 @@ def _bwd_kv_call(q, k, v, do, slopes, block, interpret):
       out_shape=[jax.ShapeDtypeStruct((b * h, length, dk), k.dtype),
                  jax.ShapeDtypeStruct((b * h, length, dv), v.dtype)],
       interpret=interpret,
+      # Five [C, D] tiles + the state: pipelining deeper than 1 stage
+      # overflows shared memory on H100 for D = 128.
+      compiler_params=_gpu_params(interpret, num_stages=1),
       name="lightning_bwd_kv",
   )(_head_slopes(slopes, b), _flat(q), _flat(k), _flat(v), _flat(do))
   return dk_.reshape(k.shape), dv_.reshape(v.shape)
