@@ -11,13 +11,13 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg)
   c.dataset.name = "multifashion"
   c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
-  c.num_steps = 1500
+  c.num_steps = 2000
   c.batch_size = 128
   c.log_every = 50
   c.checkpoint.every_steps = 500
-  c.optimizer.learning_rate = 2e-3
+  c.optimizer.learning_rate = 3e-3
   c.optimizer.warmup_steps = 50
   c.model.encoder.name = "conv"
-  c.model.encoder.stage_channels = (32, 64, 96)
+  c.model.encoder.stage_channels = (16, 32, 64)
   c.model.head.hidden_dim = 128
   return c
