@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg
 
 
 def project_simplex(v: jnp.ndarray) -> jnp.ndarray:
@@ -104,8 +105,8 @@ def power_fixed_point(gram: jnp.ndarray, alpha: float = 1.0, iters: int = 50, ri
 
   def body(_, w):
     g = m @ w - w ** (-p)
-    hess = m + jnp.diag(p * w ** (-p - 1.0))
-    d = -jnp.linalg.solve(hess, g)
+    hess = m + jnp.diag(p * w ** (-p - 1.0))  # symmetric positive definite
+    d = -jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(hess), True), g)
     ratio = jnp.where(d < 0, -w / jnp.where(d < 0, d, -1.0), jnp.inf)
     s_max = jnp.minimum(1.0, 0.95 * jnp.min(ratio))
     scales = s_max * 0.5 ** jnp.arange(12, dtype=w.dtype)

@@ -20,12 +20,20 @@ def _g3(seed=0, d=5):
   return g
 
 
+_JITTED = {}
+
+
 def combine(name, g, losses=None, state=None, step=0, **kwargs):
-  m = get_method(name, g.shape[0], **kwargs)
+  """One jitted combine per (method, options, shape): repeated calls do not recompile."""
+  key = (name, g.shape, tuple(sorted(kwargs.items())))
+  if key not in _JITTED:
+    m = get_method(name, g.shape[0], **kwargs)
+    _JITTED[key] = (m, jax.jit(m.combine_stacked))
+  m, fn = _JITTED[key]
   params = {"x": jnp.zeros(g.shape[1:])}
   state = m.init(params) if state is None else state
   losses = np.ones(g.shape[0], np.float32) if losses is None else losses
-  out, state, metrics = m.combine_stacked({"x": jnp.asarray(g)}, jnp.asarray(losses), state, step)
+  out, state, metrics = fn({"x": jnp.asarray(g)}, jnp.asarray(losses), state, jnp.int32(step))
   return np.asarray(out["x"]), state, metrics
 
 

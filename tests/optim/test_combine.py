@@ -44,9 +44,10 @@ def _split(batch):
 def test_loss_kind_equals_grad_of_weighted_sum():
   params, batch = _problem()
   m = get_method("gls", T)
-  grads, state, losses, aux, metrics = combine_gradients(m, m.init(params), _loss_fn(batch), params, 0)
+  grads, state, losses, aux, metrics = jax.jit(
+      lambda s, p, b: combine_gradients(m, s, _loss_fn(b), p, 0))(m.init(params), params, batch)
   w = jnp.stack([metrics[f"weight/{i}"] for i in range(T)])
-  ref = jax.grad(lambda p: jnp.dot(w, _loss_fn(batch)(p)[0]))(params)
+  ref = jax.jit(jax.grad(lambda p, w, b: jnp.dot(w, _loss_fn(b)(p)[0])))(params, w, batch)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads, ref)
   np.testing.assert_allclose(losses, _loss_fn(batch)(params)[0], rtol=1e-6)
   assert "pred_mean" in aux and int(state["count"]) == 1
@@ -55,8 +56,9 @@ def test_loss_kind_equals_grad_of_weighted_sum():
 def test_gramian_kind_equals_jacrev_reference():
   params, batch = _problem(1)
   m = get_method("mgda", T)
-  grads, _, _, _, metrics = combine_gradients(m, m.init(params), _loss_fn(batch), params, 0)
-  jac = jax.jacrev(lambda p: _loss_fn(batch)(p)[0])(params)
+  grads, _, _, _, metrics = jax.jit(
+      lambda s, p, b: combine_gradients(m, s, _loss_fn(b), p, 0))(m.init(params), params, batch)
+  jac = jax.jit(jax.jacrev(lambda p, b: _loss_fn(b)(p)[0]))(params, batch)
   flat = np.concatenate([np.asarray(jac[k]).reshape(T, -1) for k in sorted(jac)], axis=1)
   w = np.asarray(solvers.min_norm_simplex(jnp.asarray(flat @ flat.T)))
   ref = jax.tree_util.tree_map(lambda g: np.tensordot(w, np.asarray(g), 1), jac)
@@ -70,7 +72,8 @@ def test_mgda_ub_feature_route():
   m = get_method("mgda_ub", T)
   with pytest.raises(ValueError, match="FeatureSplit"):
     combine_gradients(m, m.init(params), _loss_fn(batch), params, 0)
-  grads, _, losses, _, metrics = combine_gradients(m, m.init(params), _split(batch), params, 0)
+  grads, _, losses, _, metrics = jax.jit(
+      lambda s, p, b: combine_gradients(m, s, _split(b), p, 0))(m.init(params), params, batch)
   z = _features(params, batch)
   zj = jax.jacrev(lambda z: _head_losses(params, z, batch)[0])(z).reshape(T, -1)
   w = solvers.min_norm_simplex(zj @ zj.T)
@@ -79,8 +82,10 @@ def test_mgda_ub_feature_route():
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref)
 
 
-@pytest.mark.parametrize("name", known_methods())
-def test_every_method_jits_and_keeps_state_structure(name):
+# Gradient methods are jitted (with their state, over several steps) in test_aggregation.py; here the loss
+# weighting methods and the feature route go through the jitted combine_gradients end to end.
+@pytest.mark.parametrize("name", [n for n in known_methods() if get_method(n, T).kind in ("loss", "features")])
+def test_method_jits_and_keeps_state_structure(name):
   params, batch = _problem(3)
   m = get_method(name, T)
   state = m.init(params)
@@ -96,19 +101,26 @@ def test_every_method_jits_and_keeps_state_structure(name):
   assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(state))  # checkpointable
 
 
-@pytest.mark.parametrize("opt", [optax.sgd(0.1), optax.adam(0.01)])
-def test_tx_composes_with_optax(opt):
+def test_all_method_states_are_arrays():
+  params, _ = _problem(3)
+  for name in known_methods():
+    state = get_method(name, T).init(params)
+    assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(state)), name
+
+
+def test_tx_composes_with_optax():
   params, batch = _problem(4)
   m = get_method("pcgrad", T)
-  tx = optax.chain(m.tx, opt)
-  state = tx.init(params)
   stacked = jax.jacrev(lambda p: _loss_fn(batch)(p)[0])(params)
   losses = _loss_fn(batch)(params)[0]
-  updates, state = jax.jit(lambda g, s, l: tx.update(g, s, params, task_losses=l))(stacked, state, losses)
-  combined, _, _, _, _ = combine_gradients(m, m.init(params), _loss_fn(batch), params, 0)
-  ref, _ = opt.update(combined, opt.init(params), params)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), updates, ref)
-  assert int(state[0]["count"]) == 1
+  combined, _, _ = jax.jit(m.combine_stacked)(stacked, losses, m.init(params), 0)
+  for opt in (optax.sgd(0.1), optax.adam(0.01)):
+    tx = optax.chain(m.tx, opt)
+    state = tx.init(params)
+    updates, state = jax.jit(lambda g, s, l: tx.update(g, s, params, task_losses=l))(stacked, state, losses)
+    ref, _ = opt.update(combined, opt.init(params), params)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), updates, ref)
+    assert int(state[0]["count"]) == 1
 
 
 def test_sharded_batch_matches_single_device():
@@ -117,7 +129,7 @@ def test_sharded_batch_matches_single_device():
   mesh = Mesh(devices, ("data",))
   params, batch = _problem(5)
   batch = {k: jnp.concatenate([v] * 2) for k, v in batch.items()}  # B = 16, two rows per device
-  for name in ("equal", "mgda", "db_mtl", "mgda_ub"):
+  for name in ("equal", "db_mtl", "mgda_ub"):  # one per route: loss weights, task-stacked grads, features
     m = get_method(name, T)
     fn = lambda s, p, b: combine_gradients(m, s, _split(b), p, 0)[:3]
     single = jax.jit(fn)(m.init(params), params, batch)

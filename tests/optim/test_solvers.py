@@ -78,7 +78,7 @@ def test_nonneg_qp_rows_vs_brute_force():
     assert np.all(g @ (g.T @ u[i]) >= -1e-3)  # projection lies in the dual cone
 
 
-@pytest.mark.parametrize("alpha", [1.0, 2.0, 0.5])
+@pytest.mark.parametrize("alpha", [0.5])  # 1 and 2 are checked through nash_mtl / fairgrad
 def test_power_fixed_point(alpha):
   g, m = _gram(4, 3, 6)
   w = np.asarray(solvers.power_fixed_point(jnp.asarray(m), alpha, ridge=0.0))
