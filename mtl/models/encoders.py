@@ -74,8 +74,13 @@ class _MLPBlock(nn.Module):
 
 
 class _LightningMixer(nn.Module):
-  """Lightning attention at `active_heads` heads: one parameter set per active head count."""
-  num_heads: int
+  """Lightning attention at `active_heads` heads, one parameter set per allowed head count.
+
+  `mtl.nn.lightning.LightningAttention` has fixed-shape projections, so the mixer is *switchable*
+  (like switchable BatchNorm): each head count in `head_counts` owns its own LightningAttention, all of
+  them created on `init`; a narrow call runs only its own (smaller) one.
+  """
+  head_counts: tuple[int, ...]
   head_dim: int
 
   @nn.compact
@@ -85,10 +90,17 @@ class _LightningMixer(nn.Module):
     except ImportError as e:
       raise ValueError("mixer='lightning' needs mtl.nn.lightning.LightningAttention, which is not "
                        f"available ({e})") from e
+    if active_heads not in self.head_counts:
+      raise ValueError(f"lightning mixer: {active_heads} heads not in {self.head_counts}")
     if x.shape[-1] != active_heads * self.head_dim:
       raise ValueError(f"lightning mixer: width {x.shape[-1]} != {active_heads} heads x {self.head_dim}")
-    return LightningAttention(num_heads=active_heads, head_dim=self.head_dim, causal=False,
-                              name=f"heads{active_heads}")(x)
+    mixers = {h: LightningAttention(num_heads=h, head_dim=self.head_dim, causal=False, name=f"heads{h}")
+              for h in self.head_counts}
+    if self.is_initializing():
+      for h in self.head_counts:
+        if h != active_heads and h * self.head_dim <= x.shape[-1]:
+          mixers[h](x[..., :h * self.head_dim])
+    return mixers[active_heads](x)
 
 
 class ViTEncoder(nn.Module):
@@ -101,8 +113,10 @@ class ViTEncoder(nn.Module):
     num_heads: full number of heads; a width keeps ceil(width * num_heads) heads of fixed head_dim,
       so the active dim is D_w = heads_w * dim / num_heads.
     mlp_ratio: full MLP hidden = int(dim * mlp_ratio), sliced to a multiple of 8.
-    mixer: 'softmax' (slimmable heads) or 'lightning' (mtl.nn.lightning; its parameters are kept per
-      active head count, i.e. switchable rather than shared across widths).
+    mixer: 'softmax' (slimmable heads, weights shared across widths) or 'lightning'
+      (mtl.nn.lightning.LightningAttention; parameters kept per active head count, i.e. switchable rather
+      than shared across widths; the other layers stay shared). No closed-form MACs for 'lightning':
+      use mtl.control.macs.traced_macs.
 
   Call: x [B, H, W, C] -> tokens [B, (H/p)*(W/p), D_w].
   """
@@ -156,7 +170,8 @@ class ViTEncoder(nn.Module):
       if self.mixer == "softmax":
         y = slimmable.SlimSelfAttention(self.num_heads, self.head_dim, name=f"block{i}_attn")(y, heads, d)
       else:
-        y = _LightningMixer(self.num_heads, self.head_dim, name=f"block{i}_attn")(y, heads)
+        counts = tuple(sorted({self.active_dims(w)[0] for w in self.widths}))
+        y = _LightningMixer(counts, self.head_dim, name=f"block{i}_attn")(y, heads)
       x = x + y
       y = SlimLayerNorm(name=f"block{i}_norm2")(x)
       x = x + _MLPBlock(int(self.dim * self.mlp_ratio), self.dim, name=f"block{i}_mlp")(y, mlp, d)

@@ -13,7 +13,7 @@ def test_latency_table_rows():
                                        head=dict(hidden_dim=16)))
   model = build_model(cfg, (TaskSpec("t", "binary", 1),), (12,))
   x = jnp.ones((4, 12))
-  v = model.init(jax.random.PRNGKey(0), x)
+  v = jax.jit(model.init)(jax.random.PRNGKey(0), x)
   out = latency.latency_table(model, v, [WidthConfig.create(0.25, {"t": 0.5})], x, warmup=1, iters=2)
   rows = {r["config"]: r for r in out["rows"]}
   assert set(rows) == {"enc=1,t=1", "enc=0.25,t=0.5"}

@@ -17,7 +17,7 @@ def _model(enc, shape, tasks=TASKS):
                                        head=dict(hidden_dim=16, widths=(0.25, 0.5, 1.0))))
   m = build_model(cfg, tasks, shape)
   x = jnp.ones((2,) + shape)
-  return m, m.init(jax.random.PRNGKey(0), x), x
+  return m, jax.jit(m.init)(jax.random.PRNGKey(0), x), x
 
 
 @pytest.mark.parametrize("enc,shape", [

@@ -14,12 +14,16 @@ def _slice_like(big, small):
   return jax.tree.map(lambda b, s: b[tuple(slice(0, n) for n in s.shape)], big, small)
 
 
+def _apply(module, v, x, **kw):
+  return jax.jit(lambda v, x: module.apply(v, x, **kw))(v, x)
+
+
 def _check_sub_network(wide, narrow, x, width):
-  v = wide.init(jax.random.PRNGKey(0), x)
+  v = jax.jit(wide.init)(jax.random.PRNGKey(0), x)
   v = jax.tree.map(lambda a: a + 0.05 * np.random.RandomState(0).randn(*a.shape).astype(a.dtype), v)
-  v_small = narrow.init(jax.random.PRNGKey(1), x)
-  y = wide.apply(v, x, width=width)
-  ref = narrow.apply(_slice_like(v, v_small), x, width=1.0)
+  v_small = jax.eval_shape(narrow.init, jax.random.PRNGKey(1), x)
+  y = _apply(wide, v, x, width=width)
+  ref = _apply(narrow, _slice_like(v, v_small), x, width=1.0)
   assert y.shape == ref.shape
   np.testing.assert_allclose(y, ref, rtol=2e-4, atol=2e-5)
   return v, y
@@ -31,12 +35,12 @@ def test_conv_encoder_sub_network_and_shapes():
   narrow = encoders.ConvEncoder(stage_channels=(8, 16), convs_per_stage=2)
   v, y = _check_sub_network(wide, narrow, x, 0.5)
   assert y.shape == (2, 3, 3, 16)
-  assert wide.apply(v, x).shape == (2, 3, 3, 32)
-  assert wide.apply(v, x, width=0.25).shape == (2, 3, 3, 8)
+  assert jax.eval_shape(lambda: wide.apply(v, x)).shape == (2, 3, 3, 32)
+  assert jax.eval_shape(lambda: wide.apply(v, x, width=0.25)).shape == (2, 3, 3, 8)
   with pytest.raises(ValueError, match="allowed widths"):
-    wide.apply(v, x, width=0.3)
+    jax.eval_shape(lambda: wide.apply(v, x, width=0.3))
   with pytest.raises(ValueError, match="multiples of group_size"):
-    encoders.ConvEncoder(stage_channels=(12,)).init(jax.random.PRNGKey(0), x)
+    jax.eval_shape(encoders.ConvEncoder(stage_channels=(12,)).init, jax.random.PRNGKey(0), x)
 
 
 def test_vit_encoder_sub_network_and_shapes():
@@ -45,20 +49,26 @@ def test_vit_encoder_sub_network_and_shapes():
   narrow = encoders.ViTEncoder(patch_size=4, dim=8, depth=2, num_heads=2, mlp_ratio=2.0)
   v, y = _check_sub_network(wide, narrow, x, 0.5)
   assert y.shape == (2, 4, 8)
-  assert wide.apply(v, x).shape == (2, 4, 16)
+  assert jax.eval_shape(lambda: wide.apply(v, x)).shape == (2, 4, 16)
   assert wide.active_dims(0.25) == (1, 4, 8)
   with pytest.raises(ValueError, match="multiple of patch_size"):
-    wide.apply(v, x[:, :6, :6])
+    jax.eval_shape(lambda: wide.apply(v, x[:, :6, :6]))
   with pytest.raises(ValueError, match="unknown mixer"):
-    encoders.ViTEncoder(mixer="nope").init(jax.random.PRNGKey(0), x)
+    jax.eval_shape(encoders.ViTEncoder(mixer="nope").init, jax.random.PRNGKey(0), x)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mtl.nn.lightning") is not None,
-                    reason="lightning attention is available")
-def test_vit_lightning_mixer_missing_is_a_clear_error():
-  x = np.ones((1, 8, 8, 1), np.float32)
-  with pytest.raises(ValueError, match="lightning"):
-    encoders.ViTEncoder(dim=16, depth=1, num_heads=2, mixer="lightning").init(jax.random.PRNGKey(0), x)
+@pytest.mark.skipif(importlib.util.find_spec("mtl.nn.lightning") is None, reason="no mtl.nn.lightning")
+def test_vit_lightning_mixer_runs_every_width_with_switchable_mixers():
+  x = np.random.RandomState(3).randn(2, 8, 8, 1).astype(np.float32)
+  enc = encoders.ViTEncoder(patch_size=4, dim=16, depth=1, num_heads=4, mixer="lightning", widths=(0.5, 1.0))
+  y, v = jax.jit(enc.init_with_output)(jax.random.PRNGKey(0), x)
+  assert set(v["params"]["block0_attn"]) == {"heads2", "heads4"}
+  assert y.shape == (2, 4, 16) and np.all(np.isfinite(y))
+  # The narrow call uses only the 2-head mixer: its gradient leaves the 4-head mixer untouched.
+  y, g = jax.jit(jax.value_and_grad(lambda p: enc.apply({"params": p}, x, width=0.5).sum()))(v["params"])
+  assert np.isfinite(y) and jax.eval_shape(lambda: enc.apply(v, x, width=0.5)).shape == (2, 4, 8)
+  assert all(np.all(a == 0) for a in jax.tree.leaves(g["block0_attn"]["heads4"]))
+  assert any(np.any(a != 0) for a in jax.tree.leaves(g["block0_attn"]["heads2"]))
 
 
 def test_mlp_encoder_sub_network():
@@ -68,7 +78,7 @@ def test_mlp_encoder_sub_network():
   _, y = _check_sub_network(wide, narrow, x, 0.25)
   assert y.shape == (4, 8)
   with pytest.raises(ValueError, match=r"\[B, F\]"):
-    wide.init(jax.random.PRNGKey(0), x[:, None])
+    jax.eval_shape(wide.init, jax.random.PRNGKey(0), x[:, None])
 
 
 def test_build_encoder():

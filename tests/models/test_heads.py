@@ -13,7 +13,7 @@ def test_classification_head_matches_reference_for_all_layouts():
   rng = np.random.RandomState(0)
   fmap = rng.randn(2, 3, 3, 16).astype(np.float32)
   head = heads.ClassificationHead(num_outputs=5, hidden_dim=16)
-  v = head.init(jax.random.PRNGKey(0), fmap)
+  v = jax.jit(head.init)(jax.random.PRNGKey(0), fmap)
   v = jax.tree.map(lambda a: a + 0.1, v)
   p = jax.tree.map(np.asarray, v["params"])
   pooled = fmap[..., :8].mean(axis=(1, 2))  # encoder at half width
@@ -30,24 +30,27 @@ def test_dense_head_shapes_and_tokens_equal_maps():
   rng = np.random.RandomState(1)
   fmap = rng.randn(2, 4, 4, 16).astype(np.float32)
   head = heads.DenseHead(num_outputs=3, hidden_dim=16, out_hw=(12, 12))
-  v = head.init(jax.random.PRNGKey(0), fmap)
+  v = jax.jit(head.init)(jax.random.PRNGKey(0), fmap)
+  run = jax.jit(lambda v, f, w: head.apply(v, f, width=w), static_argnums=2)
+  ys = {}
   for w in (1.0, 0.5):
-    y = head.apply(v, fmap, width=w)
-    assert y.shape == (2, 12, 12, 3)
-    np.testing.assert_allclose(head.apply(v, fmap.reshape(2, 16, 16), width=w), y, rtol=1e-5, atol=1e-6)
+    ys[w] = run(v, fmap, w)
+    assert ys[w].shape == (2, 12, 12, 3)
+    np.testing.assert_allclose(run(v, fmap.reshape(2, 16, 16), w), ys[w], rtol=1e-5, atol=1e-6)
   # Narrow width is a different (sliced) function, not a masked copy of the full one.
-  assert not np.allclose(head.apply(v, fmap, width=0.5), head.apply(v, fmap))
+  assert not np.allclose(ys[0.5], ys[1.0])
   with pytest.raises(ValueError, match="square grid"):
-    head.apply(v, fmap.reshape(2, 8, 32)[..., :16][:, :7])
+    jax.eval_shape(lambda: head.apply(v, fmap.reshape(2, 8, 32)[..., :16][:, :7]))
   with pytest.raises(ValueError, match="allowed widths"):
-    head.apply(v, fmap, width=0.6)
+    jax.eval_shape(lambda: head.apply(v, fmap, width=0.6))
 
 
 def test_dense_head_narrow_gradient_leaves_rest_untouched():
   fmap = jnp.ones((1, 2, 2, 16))
   head = heads.DenseHead(num_outputs=2, hidden_dim=16, out_hw=(4, 4))
-  v = head.init(jax.random.PRNGKey(0), fmap)
-  g = jax.grad(lambda p: jnp.sum(head.apply({"params": p}, fmap[..., :8], width=0.5) ** 2))(v["params"])
+  v = jax.jit(head.init)(jax.random.PRNGKey(0), fmap)
+  g = jax.jit(jax.grad(lambda p: jnp.sum(head.apply({"params": p}, fmap[..., :8], width=0.5) ** 2)))(
+      v["params"])
   k = np.asarray(g["conv0"]["kernel"])
   assert np.all(k[:, :, 8:] == 0) and np.all(k[..., 8:] == 0) and np.any(k[:, :, :8, :8] != 0)
 

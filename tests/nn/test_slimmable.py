@@ -9,7 +9,7 @@ from mtl.nn import slimmable
 
 
 def _init(module, x, **kw):
-  return module.init(jax.random.PRNGKey(0), x, **kw)
+  return jax.jit(lambda k, x: module.init(k, x, **kw))(jax.random.PRNGKey(0), x)
 
 
 def test_scale_channels():
