@@ -9,7 +9,9 @@ Kernels (one program per (batch, head[, Dv block]), looping over sequence
 blocks of C tokens with a kv state kept on chip):
   forward  o = (M * q k^T) v + (lambda^(i+1) q) S;  S <- lambda^C S + (lambda^(C-1-j) k)^T v
   backward dq: the forward kernel on (do, v, k);
-           dk, dv: one fused reverse-order kernel sharing a single state
+           bwd='split' (default): dk, dv by the forward kernel run in
+           reverse block order (anti-causal) on (v, do, q) and (k, q, do);
+           bwd='fused': dk, dv by one reverse-order kernel sharing a state
            B = sum_t lambda^(..) q_t^T do_t [Dk, Dv]:
            dk = (M * do v^T)^T q + lambda^(C-j) v B^T,
            dv = (M * q k^T)^T do + lambda^(C-j) k B.
@@ -60,16 +62,27 @@ def _decays(s, c):
   return mask, pos
 
 
-def _fwd_kernel(s_ref, q_ref, k_ref, v_ref, o_ref, *, block, num_blocks):
-  """q_ref, k_ref [L, Dk]; v_ref, o_ref [L, bv]; s_ref scalar rate."""
+def _fwd_kernel(s_ref, q_ref, k_ref, v_ref, o_ref, *, block, num_blocks,
+                reverse=False):
+  """q_ref, k_ref [L, Dk]; v_ref, o_ref [L, bv]; s_ref scalar rate.
+
+  reverse=True computes the anti-causal o_t = sum_{s >= t} lambda^(s-t)
+  (q_t.k_s) v_s, walking the blocks from the end (used by the backward).
+  """
   s = s_ref[()].astype(jnp.float32)
   c = block
   mask, pos = _decays(s, c)
-  q_decay = jnp.exp(-s * (pos + 1.0))          # [C, 1]
-  k_decay = jnp.exp(-s * (c - 1.0 - pos))      # [C, 1]
+  if reverse:
+    mask = mask.T                              # lambda^(j-i), j >= i
+    q_decay = jnp.exp(-s * (c - pos))          # lambda^(C-i)
+    k_decay = jnp.exp(-s * pos)                # lambda^j
+  else:
+    q_decay = jnp.exp(-s * (pos + 1.0))        # lambda^(i+1)   [C, 1]
+    k_decay = jnp.exp(-s * (c - 1.0 - pos))    # lambda^(C-1-j) [C, 1]
   blk_decay = jnp.exp(-s * c)
 
-  def body(n, state):
+  def body(i, state):
+    n = num_blocks - 1 - i if reverse else i
     sl = pl.ds(pl.multiple_of(n * c, c), c)
     qb = q_ref[sl, :].astype(jnp.float32)
     kb = k_ref[sl, :].astype(jnp.float32)
@@ -120,13 +133,14 @@ def _head_slopes(slopes, b):
   return jnp.tile(slopes.astype(jnp.float32), b)  # [B*H], batch-major
 
 
-def _fwd_call(q, k, v, slopes, block, interpret, block_v=None):
-  """Causal forward on padded inputs (L % block == 0) -> [B, H, L, Dv]."""
+def _fwd_call(q, k, v, slopes, block, interpret, block_v=None,
+              reverse=False):
+  """(Anti-)causal pass on padded inputs (L % block == 0) -> [B, H, L, Dv]."""
   b, h, length, dk = q.shape
   dv = v.shape[-1]
   bv = dv if block_v is None or dv % block_v else block_v
   kernel = functools.partial(_fwd_kernel, block=block,
-                             num_blocks=length // block)
+                             num_blocks=length // block, reverse=reverse)
   out = pl.pallas_call(
       kernel,
       grid=(b * h, dv // bv),
@@ -168,22 +182,30 @@ def _bwd_kv_call(q, k, v, do, slopes, block, interpret):
   return dk_.reshape(k.shape), dv_.reshape(v.shape)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _causal_padded(q, k, v, slopes, block, interpret, block_v):
+BWD_IMPLS = ("split", "fused")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _causal_padded(q, k, v, slopes, block, interpret, block_v, bwd):
   return _fwd_call(q, k, v, slopes, block, interpret, block_v)
 
 
-def _causal_padded_fwd(q, k, v, slopes, block, interpret, block_v):
+def _causal_padded_fwd(q, k, v, slopes, block, interpret, block_v, bwd):
   o = _fwd_call(q, k, v, slopes, block, interpret, block_v)
   return o, (q, k, v, slopes)
 
 
-def _causal_padded_bwd(block, interpret, block_v, res, do):
+def _causal_padded_bwd(block, interpret, block_v, bwd, res, do):
   q, k, v, slopes = res
   do = do.astype(v.dtype)
-  dq = _fwd_call(do, v, k, slopes, block, interpret, None)
-  dk, dv = _bwd_kv_call(q, k, v, do, slopes, block, interpret)
-  return dq.astype(q.dtype), dk, dv, jnp.zeros_like(slopes)
+  dq = _fwd_call(do, v, k, slopes, block, interpret, block_v)
+  if bwd == "fused":
+    dk, dv = _bwd_kv_call(q, k, v, do, slopes, block, interpret)
+  else:
+    dk = _fwd_call(v, do, q, slopes, block, interpret, block_v, reverse=True)
+    dv = _fwd_call(k, q, do, slopes, block, interpret, block_v, reverse=True)
+  return (dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype),
+          jnp.zeros_like(slopes))
 
 
 _causal_padded.defvjp(_causal_padded_fwd, _causal_padded_bwd)
@@ -193,7 +215,8 @@ def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
                         slopes: jax.Array, causal: bool = True,
                         block_size: int = 64,
                         interpret: bool | None = None,
-                        block_v: int | None = None) -> jax.Array:
+                        block_v: int | None = None,
+                        bwd: str = "split") -> jax.Array:
   """Lightning attention with Pallas kernels (differentiable).
 
   Args:
@@ -205,18 +228,24 @@ def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
     interpret: None -> interpret on CPU, compiled elsewhere.
     block_v: optional split of Dv across programs in the forward kernel
       (more parallelism on GPU when B * H is small).
+    bwd: 'split' (dq, dk, dv as three causal / anti-causal passes of the
+      forward kernel, Dv-parallel) or 'fused' (one reverse kernel for dk, dv
+      sharing a single state; fewer reads, less parallel).
   Returns:
     [B, H, L, Dv] in v.dtype; the sum over keys is accumulated in float32.
   """
   ref.check_qkv(q, k, v, slopes)
   if block_size <= 0:
     raise ValueError(f"block_size must be positive, got {block_size}")
+  if bwd not in BWD_IMPLS:
+    raise ValueError(f"unknown bwd {bwd!r}; expected one of {BWD_IMPLS}")
   interpret = default_interpret(interpret)
   length = q.shape[2]
 
   def causal_fn(q, k, v):
     qp, kp, vp = (ref.pad_to_block(x, block_size) for x in (q, k, v))
-    o = _causal_padded(qp, kp, vp, slopes, block_size, interpret, block_v)
+    o = _causal_padded(qp, kp, vp, slopes, block_size, interpret, block_v,
+                       bwd)
     return o[:, :, :length]
 
   if causal:

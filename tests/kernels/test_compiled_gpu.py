@@ -24,14 +24,15 @@ def _n(i, shape):
   return jax.random.normal(jax.random.key(i), shape)
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("length,dk,block_v", [(200, 64, None), (256, 128, 32)])
-def test_lightning_compiled(causal, length, dk, block_v):
+@pytest.mark.parametrize("causal,length,dk,block_v,bwd", [
+    (True, 200, 64, None, "split"), (False, 200, 64, 32, "fused"),
+    (True, 256, 128, 32, "fused"), (False, 256, 128, 32, "split")])
+def test_lightning_compiled(causal, length, dk, block_v, bwd):
   b, h, dv = 2, 4, 64
   q, k, v = _n(0, (b, h, length, dk)), _n(1, (b, h, length, dk)), _n(2, (b, h, length, dv))
   s = ref.decay_slopes(h)
   fn = lambda q, k, v: lightning_attention(q, k, v, s, causal=causal, block_size=64,
-                                           interpret=False, block_v=block_v)
+                                           interpret=False, block_v=block_v, bwd=bwd)
   rf = lambda q, k, v: ref.linear_attention_quadratic(q, k, v, s, causal=causal)
   assert _rel(jax.jit(fn)(q, k, v), rf(q, k, v)) < 1e-4
   loss = lambda f: lambda q, k, v: jnp.sum(jnp.sin(f(q, k, v)))

@@ -19,9 +19,10 @@ def _inputs(length, b=1, h=2, dk=16, dv=8):
           ref.decay_slopes(h, base=4.0))
 
 
-@pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("length", [40, 32])  # 40: not a multiple of 16
-def test_forward_and_grads_match_reference(causal, length):
+@pytest.mark.parametrize("causal,length,bwd", [
+    (True, 40, "split"), (True, 40, "fused"), (False, 40, "split"),
+    (False, 32, "fused")])  # 40: not a multiple of the block (16)
+def test_forward_and_grads_match_reference(causal, length, bwd):
   q, k, v, s = _inputs(length)
   out = lightning_attention(q, k, v, s, causal=causal, block_size=16,
                             interpret=True)
@@ -33,7 +34,7 @@ def test_forward_and_grads_match_reference(causal, length):
     return lambda q, k, v: jnp.sum(jnp.sin(fn(q, k, v)))
 
   got = jax.grad(loss(lambda q, k, v: lightning_attention(
-      q, k, v, s, causal=causal, block_size=16, interpret=True)),
+      q, k, v, s, causal=causal, block_size=16, interpret=True, bwd=bwd)),
                  argnums=(0, 1, 2))(q, k, v)
   exp = jax.grad(loss(lambda q, k, v: ref.linear_attention_quadratic(
       q, k, v, s, causal=causal)), argnums=(0, 1, 2))(q, k, v)
@@ -55,3 +56,5 @@ def test_bad_inputs_raise():
     lightning_attention(q, k, v, s[:1], interpret=True)
   with pytest.raises(ValueError, match="block_size"):
     lightning_attention(q, k, v, s, block_size=-1, interpret=True)
+  with pytest.raises(ValueError, match="bwd"):
+    lightning_attention(q, k, v, s, bwd="triton", interpret=True)

@@ -1,0 +1,255 @@
+"""Benchmark: lightning vs naive linear vs softmax attention (and decoding).
+
+  python -m experiments.bench_attention --json OUT [--seq_lens 512,1024,...]
+
+For each implementation and sequence length L (batch B, H heads, head dim D,
+causal): tokens/s (B * L / median wall time of a jitted call) and peak memory
+(XLA's compiled memory analysis: arguments + outputs + temporaries, bytes) of
+the forward and of forward+backward (grads of sum(o) w.r.t. q, k, v).
+
+Implementations:
+  lightning_jnp     kernels.reference.lightning_attention_chunked
+  lightning_pallas  kernels.lightning_attention (compiled; GPU/TPU only),
+                    backward bwd='split'; lightning_pallas_fused: bwd='fused'
+  linear_cumsum     kernels.reference.linear_attention_cumsum (prefix scan,
+                    materialises [L, D, D] states)
+  softmax_xla       jax.nn.dot_product_attention(implementation='xla')
+  softmax_cudnn     jax.nn.dot_product_attention(implementation='cudnn'),
+                    bfloat16 inputs (cuDNN flash attention needs 16-bit)
+With --decode: one decode step over a cache of length L for
+  softmax_decode_pallas (kernels.softmax_decode), softmax_decode_jax
+  (jax.experimental.pallas.ops.gpu.decode_attention.gqa, GPU only),
+  softmax_decode_jnp (reference) and linear_decode_pallas / _jnp (state
+  update, independent of L); tokens/s = B / step time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from kernels import reference as kref
+from kernels.lightning_attention import lightning_attention
+from kernels.linear_decode import linear_decode
+from kernels.softmax_decode import softmax_decode
+
+SEQ_IMPLS = ("lightning_jnp", "lightning_pallas", "lightning_pallas_fused",
+             "linear_cumsum",
+             "softmax_xla", "softmax_cudnn")
+
+
+def _attn_fn(name: str, slopes: jax.Array, block: int,
+             block_v: int | None = None) -> Callable:
+  """Returns f(q, k, v) -> o with inputs [B, H, L, D]."""
+  if name == "lightning_jnp":
+    return lambda q, k, v: kref.lightning_attention_chunked(
+        q, k, v, slopes, causal=True, block_size=block)
+  if name in ("lightning_pallas", "lightning_pallas_fused"):
+    bwd = "fused" if name.endswith("fused") else "split"
+    return lambda q, k, v: lightning_attention(
+        q, k, v, slopes, causal=True, block_size=block, interpret=False,
+        block_v=block_v, bwd=bwd)
+  if name == "linear_cumsum":
+    return lambda q, k, v: kref.linear_attention_cumsum(q, k, v, slopes)
+  if name in ("softmax_xla", "softmax_cudnn"):
+    impl = name.split("_")[1]
+
+    def f(q, k, v):
+      t = lambda a: jnp.swapaxes(a, 1, 2)  # -> [B, L, H, D]
+      return t(jax.nn.dot_product_attention(t(q), t(k), t(v), is_causal=True,
+                                            implementation=impl))
+    return f
+  raise ValueError(f"unknown implementation {name!r}; expected {SEQ_IMPLS}")
+
+
+def _time(fn: Callable, args, repeats: int) -> tuple[float, float, int]:
+  """(median seconds, compile seconds, peak bytes) of jitted fn(*args)."""
+  t0 = time.perf_counter()
+  compiled = jax.jit(fn).lower(*args).compile()
+  compile_s = time.perf_counter() - t0
+  mem = compiled.memory_analysis()
+  peak = -1
+  if mem is not None:
+    peak = int(mem.argument_size_in_bytes + mem.output_size_in_bytes +
+               mem.temp_size_in_bytes - mem.alias_size_in_bytes)
+  jax.block_until_ready(compiled(*args))  # warm-up
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times), compile_s, peak
+
+
+def _save(args, rows: list[dict]) -> None:
+  """Writes the JSON (called after every row, so a cut-off run keeps data)."""
+  dev = jax.devices()[0]
+  out = {"backend": jax.default_backend(), "device": dev.device_kind,
+         "jax": jax.__version__, "host": platform.machine(),
+         "args": {k: v for k, v in vars(args).items() if k != "json"},
+         "rows": rows}
+  with open(args.json, "w") as f:
+    json.dump(out, f, indent=1)
+
+
+def bench_sequence(args, rows: list[dict]) -> list[dict]:
+  b, h, d = args.batch, args.heads, args.head_dim
+  slopes = kref.decay_slopes(h)
+  limits = {"softmax_xla": args.max_len_softmax,
+            "softmax_cudnn": args.max_len_cudnn,
+            "linear_cumsum": args.max_len_cumsum}
+  for length in args.seq_lens:
+    ks = jax.random.split(jax.random.key(length), 3)
+    for name in args.impls:
+      if length > limits.get(name, 1 << 30):
+        continue
+      dtype = jnp.bfloat16 if name == "softmax_cudnn" else jnp.dtype(
+          args.dtype)
+      q, k, v = (jax.random.normal(kk, (b, h, length, d), dtype) for kk in ks)
+      f = _attn_fn(name, slopes, args.block_size, args.block_v)
+      fb = jax.grad(lambda q, k, v, f=f: jnp.sum(f(q, k, v).astype(
+          jnp.float32)), argnums=(0, 1, 2))
+      for mode, fn in (("fwd", f), ("fwd+bwd", fb)):
+        if mode not in args.modes:
+          continue
+        try:
+          sec, comp, peak = _time(fn, (q, k, v), args.repeats)
+        except Exception as e:  # pylint: disable=broad-except
+          print(f"{name} L={length} {mode}: failed: {type(e).__name__}: "
+                f"{str(e)[:200]}", file=sys.stderr)
+          continue
+        row = {"section": "sequence", "impl": name, "mode": mode,
+               "seq_len": length, "batch": b, "heads": h, "head_dim": d,
+               "dtype": jnp.dtype(dtype).name, "seconds": sec,
+               "tokens_per_s": b * length / sec, "peak_bytes": peak,
+               "compile_s": comp}
+        rows.append(row)
+        _save(args, rows)
+        print(f"{name:17s} {mode:8s} L={length:6d} {row['tokens_per_s']:12.0f}"
+              f" tok/s  {peak / 2**20:9.1f} MiB  ({sec * 1e3:.2f} ms)",
+              flush=True)
+  return rows
+
+
+def bench_decode(args, rows: list[dict]) -> list[dict]:
+  b, h, d = args.decode_batch, args.heads, args.head_dim
+  slopes = kref.decay_slopes(h)
+  on_gpu = jax.default_backend() == "gpu"
+  for length in args.decode_lens:
+    ks = jax.random.split(jax.random.key(length), 5)
+    dt = jnp.dtype(args.dtype)
+    q = jax.random.normal(ks[0], (b, h, d), dt)
+    kc = jax.random.normal(ks[1], (b, h, length, d), dt)
+    vc = jax.random.normal(ks[2], (b, h, length, d), dt)
+    lengths = jnp.full((b,), length, jnp.int32)
+    splits = max(1, min(args.k_splits, length // 64))
+    fns = {"softmax_decode_jnp": (kref.softmax_decode_step,
+                                  (q, kc, vc, lengths))}
+    if on_gpu:
+      from jax.experimental.pallas.ops.gpu import decode_attention  # pylint: disable=g-import-not-at-top
+      fns["softmax_decode_pallas"] = (
+          lambda q, kc, vc, ln: softmax_decode(
+              q, kc, vc, ln, block_k=64, k_splits=splits, interpret=False),
+          (q, kc, vc, lengths))
+      # jax's kernel: GQA layout k [B, S, Hkv, D]; here Hkv = H (MHA).
+      # Transposing the cache inside the timed call would bill the copy to
+      # jax's kernel: time it on a cache already in its layout.
+      kt, vt = jnp.swapaxes(kc, 1, 2), jnp.swapaxes(vc, 1, 2)
+      fns["softmax_decode_jax"] = (
+          lambda q, kt, vt, ln: decode_attention.gqa(
+              q, kt, vt, kv_seq_len=ln, sm_scale=d ** -0.5, k_splits=splits),
+          (q, kt, vt, lengths))
+    for name, (fn, fargs) in fns.items():
+      try:
+        sec, comp, peak = _time(fn, fargs, args.repeats)
+      except Exception as e:  # pylint: disable=broad-except
+        print(f"{name} L={length}: failed: {type(e).__name__}: {str(e)[:200]}",
+              file=sys.stderr)
+        continue
+      rows.append({"section": "decode", "impl": name, "mode": "step",
+                   "seq_len": length, "batch": b, "heads": h, "head_dim": d,
+                   "dtype": dt.name, "seconds": sec, "tokens_per_s": b / sec,
+                   "peak_bytes": peak, "compile_s": comp,
+                   "k_splits": splits})
+      _save(args, rows)
+      print(f"{name:22s} L={length:6d} {b / sec:12.0f} tok/s "
+            f"({sec * 1e6:.1f} us)", flush=True)
+  st = jnp.zeros((b, h, d, d), jnp.float32)
+  q = jax.random.normal(jax.random.key(0), (b, h, d))
+  fns = {"linear_decode_jnp": kref.linear_decode_step}
+  if on_gpu:
+    fns["linear_decode_pallas"] = lambda *a: linear_decode(*a, interpret=False)
+  for name, fn in fns.items():
+    sec, comp, peak = _time(fn, (q, q, q, st, slopes), args.repeats)
+    rows.append({"section": "decode", "impl": name, "mode": "step",
+                 "seq_len": None, "batch": b, "heads": h, "head_dim": d,
+                 "dtype": "float32", "seconds": sec, "tokens_per_s": b / sec,
+                 "peak_bytes": peak, "compile_s": comp})
+    _save(args, rows)
+    print(f"{name:22s} any L  {b / sec:12.0f} tok/s ({sec * 1e6:.1f} us)",
+          flush=True)
+  return rows
+
+
+def _ints(s: str) -> list[int]:
+  return [int(x) for x in s.split(",") if x]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--json", required=True, help="output JSON path")
+  p.add_argument("--seq_lens", type=_ints,
+                 default=[512, 1024, 2048, 4096, 8192, 16384, 32768])
+  p.add_argument("--impls", type=lambda s: s.split(","), default=None,
+                 help=f"comma list from {SEQ_IMPLS}; default: all that run "
+                 "on this backend")
+  p.add_argument("--modes", type=lambda s: s.split(","),
+                 default=["fwd", "fwd+bwd"])
+  p.add_argument("--batch", type=int, default=1)
+  p.add_argument("--heads", type=int, default=2)
+  p.add_argument("--head_dim", type=int, default=64)
+  p.add_argument("--block_size", type=int, default=64)
+  p.add_argument("--dtype", default="float32")
+  p.add_argument("--repeats", type=int, default=3)
+  p.add_argument("--max_len_softmax", type=int, default=16384)
+  p.add_argument("--max_len_cudnn", type=int, default=1 << 30)
+  p.add_argument("--block_v", type=int, default=None,
+                 help="lightning_pallas: split Dv over programs")
+  p.add_argument("--max_len_cumsum", type=int, default=8192)
+  p.add_argument("--decode", action="store_true", help="add decode steps")
+  p.add_argument("--decode_lens", type=_ints, default=[1024, 4096, 16384])
+  p.add_argument("--decode_batch", type=int, default=8)
+  p.add_argument("--k_splits", type=int, default=8)
+  args = p.parse_args(argv)
+  on_gpu = jax.default_backend() == "gpu"
+  if args.impls is None:
+    args.impls = ["lightning_jnp", "linear_cumsum", "softmax_xla"]
+    if on_gpu:
+      args.impls += ["lightning_pallas", "softmax_cudnn"]
+  bad = set(args.impls) - set(SEQ_IMPLS)
+  if bad:
+    raise ValueError(f"unknown --impls {sorted(bad)}; expected {SEQ_IMPLS}")
+  if min(args.seq_lens) <= 0 or args.repeats <= 0:
+    raise ValueError("--seq_lens and --repeats must be positive")
+  return args
+
+
+def main(argv=None) -> None:
+  args = parse_args(argv)
+  rows: list[dict] = []
+  bench_sequence(args, rows)
+  if args.decode:
+    bench_decode(args, rows)
+  _save(args, rows)
+  print(f"wrote {len(rows)} rows to {args.json}")
+
+
+if __name__ == "__main__":
+  main()
