@@ -83,8 +83,9 @@ def dwa(num_tasks: int, temperature: float = 2.0, smoothing: float = 0.9) -> Met
 
   def init_fn(params):
     del params
-    z = jnp.zeros((num_tasks,), jnp.float32)
-    return {"avg1": z, "avg2": z, "seen": jnp.zeros((), jnp.int32)}
+    # distinct buffers: the train step donates the state
+    return {"avg1": jnp.zeros((num_tasks,), jnp.float32), "avg2": jnp.zeros((num_tasks,), jnp.float32),
+            "seen": jnp.zeros((), jnp.int32)}
 
   def fn(losses, state, step):
     del step
