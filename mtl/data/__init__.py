@@ -10,7 +10,7 @@ Datasets: see `names()`.
 """
 from mtl.data.errors import MissingDataError
 from mtl.data.pipeline import Loader, make_loader
-from mtl.data.prepare import get_info, is_prepared, prepare
+from mtl.data.build import get_info, is_prepared, prepare
 from mtl.data.registry import names
 from mtl.data.spec import DatasetInfo
 

@@ -34,9 +34,10 @@ def pair_indices(n: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(f"need at least 2 items to pair, got {n}")
   perm = rng.permutation(n)
   fixed = np.nonzero(perm == np.arange(n))[0]
-  for i in fixed:  # swap each fixed point with its neighbour; at most a handful per permutation.
-    j = (i + 1) % n
-    perm[i], perm[j] = perm[j], perm[i]
+  for i in fixed:  # swap each remaining fixed point with its neighbour (a handful per permutation).
+    if perm[i] == i:
+      j = (i + 1) % n
+      perm[i], perm[j] = perm[j], perm[i]
   return perm
 
 

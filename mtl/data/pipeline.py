@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
-from mtl.data.prepare import data_sources
+from mtl.data.build import data_sources
 from mtl.data.registry import get_spec
 from mtl.tasks.base import TaskSpec, select_tasks
 
@@ -110,5 +111,7 @@ def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffl
   num_batches = None if num_epochs is None else len(ds)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
   if worker_count > 0:
+    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; outside absl.app use defaults.
+      flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return Loader(it_ds, num_batches)
