@@ -63,3 +63,56 @@ def format_table(table: dict) -> str:
                  f"{r['latency_ratio']:>9.3f}")
   lines.append(f"Spearman(latency, MACs) = {table['spearman_latency_vs_macs']:.3f}")
   return "\n".join(lines)
+
+
+def _demo_model(encoder: str, input_shape: tuple[int, ...]):
+  """A MultiFashion-sized two-task model (conv / vit / mlp encoder) for the benchmark CLI."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from mtl.models.multitask import build_model  # pylint: disable=g-import-not-at-top
+  from mtl.tasks.base import TaskSpec  # pylint: disable=g-import-not-at-top
+  enc = {"conv": dict(name="conv", stage_channels=(64, 128, 256)),
+         "vit": dict(name="vit", patch_size=4, dim=256, depth=6, num_heads=8),
+         "mlp": dict(name="mlp", hidden_dims=(1024, 512))}
+  if encoder not in enc:
+    raise ValueError(f"unknown encoder {encoder!r}; known: {sorted(enc)}")
+  cfg = ml_collections.ConfigDict(dict(name="multitask", encoder=enc[encoder], head=dict(hidden_dim=256)))
+  return build_model(cfg, (TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10)),
+                     input_shape)
+
+
+def main(argv=None):
+  """python -m mtl.control.latency --encoder conv --batch 256 [--num_configs 12] [--json OUT]"""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  from mtl.control import widths as widths_lib  # pylint: disable=g-import-not-at-top
+  ap = argparse.ArgumentParser(description=main.__doc__)
+  ap.add_argument("--encoder", default="conv")
+  ap.add_argument("--batch", type=int, default=256)
+  ap.add_argument("--num_configs", type=int, default=12)
+  ap.add_argument("--iters", type=int, default=20)
+  ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--json", default="")
+  a = ap.parse_args(argv)
+  shape = (36, 36, 1) if a.encoder != "mlp" else (103,)
+  model = _demo_model(a.encoder, shape)
+  x = jax.numpy.ones((a.batch,) + shape, jax.numpy.float32)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+  rng = np.random.RandomState(a.seed)
+  variables = jax.tree.map(lambda s: jax.numpy.asarray(0.05 * rng.randn(*s.shape), s.dtype), shapes)
+  ws, tasks = (0.25, 0.5, 0.75, 1.0), tuple(model.heads)
+  gen = np.random.default_rng(a.seed)
+  configs = [widths_lib.smallest(ws, tasks)] + [widths_lib.WidthConfig.create(w, {t: w for t in tasks})
+                                                 for w in ws[1:-1]]
+  while len(set(configs)) < a.num_configs:
+    configs.append(widths_lib.random_config(gen, ws, tasks))
+  table = latency_table(model, variables, list(dict.fromkeys(configs)), x, iters=a.iters)
+  table.update(encoder=a.encoder, device=str(jax.devices()[0].device_kind))
+  print(f"encoder={a.encoder} batch={a.batch} device={table['device']}")
+  print(format_table(table))
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(table, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
