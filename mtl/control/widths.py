@@ -114,3 +114,25 @@ def sandwich_for_step(seed: int, step: int, widths: Sequence[float], tasks: Sequ
                       num_random: int = 2) -> list[WidthConfig]:
   """Deterministic `sandwich` for (seed, step): resuming at a step redraws the same configs."""
   return sandwich(np.random.default_rng([seed, step]), widths, tasks, num_random)
+
+
+def sample_configs(rng: np.random.Generator, widths: Sequence[float], tasks: Sequence[str],
+                   num: int) -> list[WidthConfig]:
+  """`num` distinct configs to measure for the search: largest, smallest, every uniform config
+  (encoder and heads at the same width), then distinct random ones; all configs when num >= W ** (T + 1)."""
+  ws, tasks = _check(widths, tasks)
+  total = len(ws) ** (len(tasks) + 1)
+  if num < 2:
+    raise ValueError(f"num must be >= 2 (largest and smallest), got {num}")
+  if num >= total:
+    return list(all_configs(ws, tasks))
+  out = [largest(ws, tasks), smallest(ws, tasks)]
+  out += [WidthConfig.create(w, {t: w for t in tasks}) for w in ws[1:-1]]
+  out = list(dict.fromkeys(out))[:num]
+  seen = set(out)
+  while len(out) < num:
+    c = random_config(rng, ws, tasks)
+    if c not in seen:
+      seen.add(c)
+      out.append(c)
+  return out

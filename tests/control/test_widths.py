@@ -41,3 +41,12 @@ def test_sandwich_rule_and_determinism():
   enc = [W.random_config(rng, WS, TASKS).encoder for _ in range(600)]
   counts = np.array([enc.count(w) for w in WS])
   assert counts.min() > 150
+
+
+def test_sample_configs():
+  cs = W.sample_configs(np.random.default_rng(0), WS, TASKS, 10)
+  assert len(cs) == 10 == len(set(cs))
+  assert cs[:3] == [W.largest(WS, TASKS), W.smallest(WS, TASKS), W.WidthConfig.create(0.5, {"left": 0.5, "right": 0.5})]
+  assert len(W.sample_configs(np.random.default_rng(0), WS, TASKS, 100)) == 27
+  with pytest.raises(ValueError, match="num must be"):
+    W.sample_configs(np.random.default_rng(0), WS, TASKS, 1)
