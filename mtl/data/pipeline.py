@@ -3,7 +3,8 @@
 Pipeline (all index arithmetic, lazy): range(N) -> shuffle(seed) (reshuffled every epoch) -> repeat(num_epochs)
 -> batch(batch_size * shard_count) -> keep this host's rows -> read those records -> collate. Every host thus
 sees its rows of the same global batches whatever the number of hosts, and reads only its own records.
-The iterator state is grain's (`{'next_index': k}` = global batches consumed): JSON-serialisable, exact resume.
+The loader state is {'next_batch': k} (global batches consumed): JSON-serialisable, exact resume, the same
+with or without worker processes.
 """
 from __future__ import annotations
 
@@ -43,29 +44,57 @@ class _ReadBatch:
 
 
 class Loader:
-  """Iterator over batches (dicts of numpy arrays) with `get_state()` / `set_state(state)` for exact resume."""
+  """Iterator over batches (dicts of numpy arrays) with `get_state()` / `set_state(state)` for exact resume.
 
-  def __init__(self, dataset: grain.IterDataset, num_batches: int | None):
-    self._dataset = dataset
-    self._iter = iter(dataset)
-    self.num_batches = num_batches  # batches per host in total; None when repeating forever.
+  The state is {'next_batch': k} (global batches consumed), JSON-serialisable and independent of the number of
+  hosts' worker processes and prefetching: resuming rebuilds the grain pipeline from batch k.
+  """
+
+  def __init__(self, batches: grain.MapDataset, read_options: grain.ReadOptions, worker_count: int,
+               num_batches: int | None):
+    self._batches, self._read_options, self._worker_count = batches, read_options, worker_count
+    self.num_batches = num_batches  # batches in total; None when repeating forever.
+    self._position = 0
+    self._iter = None
+
+  def _start(self):
+    ds = self._batches[self._position:] if self._position else self._batches
+    it_ds = ds.to_iter_dataset(self._read_options)
+    if self._worker_count > 0:
+      if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; outside absl.app use defaults.
+        flags.FLAGS.mark_as_parsed()
+      it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._worker_count))
+    return iter(it_ds)
 
   def __iter__(self) -> "Loader":
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    return next(self._iter)
+    if self.num_batches is not None and self._position >= self.num_batches:
+      raise StopIteration
+    if self._iter is None:
+      self._iter = self._start()
+    batch = next(self._iter)
+    self._position += 1
+    return batch
 
   def get_state(self) -> dict[str, Any]:
-    return dict(self._iter.get_state())
+    return {"next_batch": int(self._position)}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self._iter.set_state(dict(state))
+    k = state.get("next_batch") if isinstance(state, dict) else None
+    if not isinstance(k, int) or k < 0 or (self.num_batches is not None and k > self.num_batches):
+      raise ValueError(f"bad loader state {state!r}: expected {{'next_batch': k}} with 0 <= k <= "
+                       f"{self.num_batches if self.num_batches is not None else 'inf'}")
+    self.close()
+    self._position = k
 
   def close(self) -> None:
+    """Stops prefetching (and worker processes); iteration may continue afterwards from the same position."""
     close = getattr(self._iter, "close", None)
     if close is not None:
       close()
+    self._iter = None
 
 
 def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffle: bool = True,
@@ -109,9 +138,4 @@ def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffl
   ds = ds.batch(global_batch, drop_remainder=drop_remainder)
   ds = ds.map(_ReadBatch(source, spec.collate, selected, shard_index, shard_count))
   num_batches = None if num_epochs is None else len(ds)
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
-  if worker_count > 0:
-    if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags; outside absl.app use defaults.
-      flags.FLAGS.mark_as_parsed()
-    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return Loader(it_ds, num_batches)
+  return Loader(ds, grain.ReadOptions(num_threads=2, prefetch_buffer_size=4), worker_count, num_batches)

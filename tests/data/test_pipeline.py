@@ -101,13 +101,20 @@ def test_state_resume_is_exact(built):
   assert_batches_equal(take(fresh, 4), after)
 
 
-def test_worker_processes_give_the_same_batches(built):
+def test_worker_processes_give_the_same_batches_and_states(built):
   kw = dict(batch_size=4, seed=2, data_dir=built)
-  a = take(data.make_loader("multifashion", "train", **kw), 3)
+  plain = take(data.make_loader("multifashion", "train", **kw), 4)
   it = data.make_loader("multifashion", "train", worker_count=1, **kw)
-  b = take(it, 3)
+  first = take(it, 2)
+  state = it.get_state()
   it.close()
-  assert_batches_equal(a, b)
+  assert state == {"next_batch": 2}
+  assert_batches_equal(first, plain[:2])
+  resumed = data.make_loader("multifashion", "train", **kw)  # a state from a worker loader resumes a plain one
+  resumed.set_state(state)
+  assert_batches_equal(take(resumed, 2), plain[2:])
+  with pytest.raises(ValueError, match="bad loader state"):
+    resumed.set_state({"next_index": 3})
 
 
 def test_task_selection(built):
