@@ -102,3 +102,10 @@ def test_build_encoder():
     encoders.build_encoder(ml_collections.ConfigDict({"name": "resnet"}))
   with pytest.raises(ValueError, match="bad arguments"):
     encoders.build_encoder(ml_collections.ConfigDict({"name": "mlp", "depth": 3}))
+
+
+def test_real_init_creates_full_width_params():
+  x = np.ones((2, 10), np.float32)
+  y, v = jax.jit(encoders.MLPEncoder(hidden_dims=(16,)).init_with_output)(jax.random.PRNGKey(0), x)
+  assert v["params"]["dense0"]["kernel"].shape == (10, 16) and y.shape == (2, 16)
+  assert np.all(np.isfinite(y)) and np.std(np.asarray(v["params"]["dense0"]["kernel"])) > 0.05
