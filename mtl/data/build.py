@@ -34,7 +34,12 @@ def prepare(name: str, data_dir: str | None = None, *, source: str | None = None
     return
   b = _builder(name, data_dir, source)
   t0 = time.time()
-  b.download_and_prepare(file_format="array_record")
+  try:
+    b.download_and_prepare(file_format="array_record")
+  except OSError:
+    if is_prepared(name, data_dir):  # another process (host) finished the same build first.
+      return
+    raise
   logging.info("built %s into %s in %.1f s", name, b.data_dir, time.time() - t0)
 
 
@@ -58,3 +63,4 @@ def get_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     pass
   return DatasetInfo(name=spec.name, input_key=spec.input_key, input_shape=tuple(spec.input_shape),
                      tasks=tuple(spec.tasks), splits=splits)
+
