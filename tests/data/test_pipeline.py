@@ -87,6 +87,9 @@ def test_shards_are_disjoint_rows_of_the_global_batch(built):
       np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), w[k])
   ids0, ids1 = _ids(parts[0]), _ids(parts[1])
   assert not set(ids0.tolist()) & set(ids1.tolist())
+  # 23 rows in global batches of 4 over 4 hosts: the last global batch has 3 rows, host 3 gets an empty batch.
+  last = list(data.make_loader("yeast", "train", batch_size=1, shard_index=3, shard_count=4, **kw))[-1]
+  assert last["features"].shape == (0, 103) and last["class_1"].shape == (0,)
   with pytest.raises(ValueError, match="shard_index"):
     data.make_loader("yeast", "train", batch_size=3, shard_index=2, shard_count=2, data_dir=built)
 
