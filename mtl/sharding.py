@@ -76,7 +76,10 @@ def shard_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Ar
     global_shape = (v.shape[0] * jax.process_count(),) + v.shape[1:]
     if global_shape[0] % n:
       raise ValueError(f"global batch size {global_shape[0]} is not divisible by the {n} data-parallel devices")
-    out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
+    if jax.process_count() == 1:
+      out[k] = jax.device_put(v, sharding)  # splits on the host: no per-shape device computations
+    else:
+      out[k] = jax.make_array_from_process_local_data(sharding, v, global_shape)
   return out
 
 

@@ -41,14 +41,19 @@ def _decode_data_state(blob: dict) -> Any:
   raise CheckpointError(f"unknown data-iterator state kind {kind!r}")
 
 
+@jax.jit
+def _finite_flags(leaves: list) -> list:
+  return [jnp.all(jnp.isfinite(x)) for x in leaves]
+
+
 def nonfinite_leaves(tree: Any) -> list[str]:
-  """Paths of floating-point leaves holding NaN or Inf."""
-  bad = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating):
-      if not bool(jnp.all(jnp.isfinite(leaf))):
-        bad.append(jax.tree_util.keystr(path))
-  return bad
+  """Paths of floating-point leaves holding NaN or Inf (one compiled check for the whole tree)."""
+  items = [(jax.tree_util.keystr(path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+           if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)]
+  if not items:
+    return []
+  flags = jax.device_get(_finite_flags([leaf for _, leaf in items]))
+  return [path for (path, _), ok in zip(items, flags) if not bool(ok)]
 
 
 class Checkpointer:
