@@ -1,0 +1,108 @@
+"""Sandwich-rule train step for slimmable multi-task models, with CIKD (Aich et al., ICCV 2023).
+
+Each step runs the largest configuration (the teacher), the smallest, and `num_random` configurations drawn
+from a fixed pool of `pool_size` random ones. Widths set array shapes, so the pool is compiled into the step
+once and a `lax.switch` picks the pool entry at run time from the step's key: one compilation, and only the
+chosen sub-network runs. Every configuration's task losses are summed (gradients accumulate over
+sub-networks); every student adds `cikd_weight * cikd_loss(its encoder features, teacher features)`, with the
+teacher behind a stop-gradient, spread evenly over the task losses so any mtl.optim method sees it.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from mtl.control import widths as widths_lib
+from mtl.control.cikd import cikd_loss
+from mtl.optim import combine_gradients
+from mtl.tasks.base import TaskSpec
+from mtl.train.state import TrainState
+from mtl.train.step import task_losses_and_stats
+
+
+def random_pool(control: ml_collections.ConfigDict, task_names: list[str], seed: int
+                ) -> list[widths_lib.WidthConfig]:
+  """The fixed pool of random configurations the step samples from (deterministic in `seed`)."""
+  pool_size = int(control.get("pool_size", 8))
+  if pool_size < 1:
+    raise ValueError(f"control.pool_size must be >= 1, got {pool_size}")
+  rng = np.random.default_rng([seed, 7])
+  return [widths_lib.random_config(rng, tuple(control.widths), task_names) for _ in range(pool_size)]
+
+
+def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
+                             method, input_key: str, control: ml_collections.ConfigDict, seed: int
+                             ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """`step(state, batch) -> (state, metrics)` training with the sandwich rule + CIKD.
+
+  `control`: widths (allowed multipliers), num_random (random configs per step), pool_size, cikd_weight,
+  cikd_normalize. Logged task stats are those of the largest configuration.
+  """
+  names = [t.name for t in tasks]
+  widths = tuple(float(w) for w in control.widths)
+  num_random = int(control.get("num_random", 1))
+  cikd_weight = float(control.get("cikd_weight", 1.0))
+  if num_random < 0:
+    raise ValueError(f"control.num_random must be >= 0, got {num_random}")
+  if cikd_weight < 0:
+    raise ValueError(f"control.cikd_weight must be >= 0, got {cikd_weight}")
+  normalize = bool(control.get("cikd_normalize", False))
+  teacher_cfg = widths_lib.largest(widths, names)
+  smallest_cfg = widths_lib.smallest(widths, names)
+  pool = random_pool(control, names, seed)
+  num_tasks = len(tasks)
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(state.rng, state.step)
+    dropout_rng, pick_rng = jax.random.split(rng)
+    picks = jax.random.randint(pick_rng, (num_random,), 0, len(pool))
+    x = batch[input_key]
+
+    def run(params, cfg):
+      return model.apply({"params": params, **state.model_state}, x, train=True, return_features=True,
+                         rngs={"dropout": dropout_rng}, **cfg.apply_kwargs())
+
+    def task_loss_fn(params):
+      outputs, teacher = run(params, teacher_cfg)
+      teacher_losses, stats = task_losses_and_stats(outputs, batch, tasks)
+
+      def student(cfg):
+        out, feats = run(params, cfg)
+        losses, _ = task_losses_and_stats(out, batch, tasks)
+        return losses, cikd_loss(feats, teacher, normalize=normalize)
+
+      losses, cikd = student(smallest_cfg)
+      branches = [lambda c=c: student(c) for c in pool]
+      for j in range(num_random):
+        l_j, c_j = jax.lax.switch(picks[j], branches)
+        losses, cikd = losses + l_j, cikd + c_j
+      total = teacher_losses + losses + cikd_weight * cikd / num_tasks
+      return total, (stats, teacher_losses, cikd)
+
+    grads, mtl_state, total_losses, (stats, teacher_losses, cikd), mtl_metrics = combine_gradients(
+        method, state.mtl_state, task_loss_fn, state.params, state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mtl_state=mtl_state)
+    metrics = {"loss": jnp.sum(total_losses), "cikd": cikd, "grad_norm": optax.global_norm(grads)}
+    metrics.update({f"loss/{t.name}": teacher_losses[i] for i, t in enumerate(tasks)})
+    metrics.update({f"mtl/{k}": v for k, v in mtl_metrics.items()})
+    return new_state, {"scalars": metrics, "stats": stats}
+
+  return step
+
+
+def sandwich_step_factory(config: ml_collections.ConfigDict) -> Callable:
+  """For `loop.train_and_evaluate(..., step_fn_factory=...)` when `config.control.enabled`."""
+  def factory(exp):
+    return make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
+                                    config.control, config.seed)
+  return factory
+
+
