@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 
-import ml_collections
 from absl import app, flags, logging
 
 from mtl import evaluate as evaluate_lib
-from mtl.train import checkpoint as ckpt_lib
 from mtl.train import loop
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the run to evaluate.")
@@ -28,15 +26,8 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def load_and_evaluate(workdir: str, split: str = "test", step: int | None = None) -> tuple[dict, loop.Experiment]:
-  """Rebuilds the experiment from the checkpoint's config, restores `step` and evaluates `split`."""
-  ckpt_dir = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    raise ckpt_lib.CheckpointError(f"no checkpoints directory in {workdir}; was it trained with experiments.train?")
-  ckpt = ckpt_lib.Checkpointer(ckpt_dir, every_steps=1, async_save=False)
-  config = ml_collections.ConfigDict(ckpt.read_config(step))
-  exp = loop.build_experiment(config)
-  state, _, _, restored = ckpt.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings), step)
-  ckpt.close()
+  """Restores a workdir's checkpoint (latest by default) and evaluates `split`."""
+  exp, state, restored = loop.restore_experiment(workdir, step)
   logging.info("restored step %d", restored)
   return loop.evaluate_split(exp, state, split), exp
 

@@ -206,6 +206,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
     logging.info("resumed from step %d", restored_step)
   start = int(state.step)
   logging.info("model has %d parameters", param_count(state.params))
+  if step_fn_factory is None and config.get("control", {}).get("enabled", False):
+    from mtl.train.sandwich import sandwich_step_factory
+    step_fn_factory = sandwich_step_factory(config)
   train_step = jit_train_step(exp, step_fn_factory(exp) if step_fn_factory else None)
 
   scalar_sums, stats_sums, n_acc = None, None, 0
@@ -270,3 +273,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(result, f, indent=2)
   return result
+
+
+def restore_experiment(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | None = None
+                       ) -> tuple[Experiment, TrainState, int]:
+  """Rebuilds the experiment from a workdir's saved config and restores its checkpoint (latest by default)
+  onto `mesh` (default: all local devices, whatever mesh it was trained on)."""
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ckpt_lib.CheckpointError(f"no checkpoints directory in {workdir}; was it trained with experiments.train?")
+  ckpt = ckpt_lib.Checkpointer(ckpt_dir, every_steps=1, async_save=False)
+  try:
+    config = ml_collections.ConfigDict(ckpt.read_config(step))
+    exp = build_experiment(config, mesh)
+    state, _, _, restored = ckpt.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings), step)
+  finally:
+    ckpt.close()
+  return exp, state, restored

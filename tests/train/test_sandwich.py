@@ -1,0 +1,75 @@
+"""Sandwich-rule step: loss = teacher + smallest + picked pool config + CIKD, and it trains in the loop."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from mtl import sharding
+from mtl.control.cikd import cikd_loss
+from mtl.control import widths as widths_lib
+from mtl.testing import synthetic_data
+from mtl.testing.train_synthetic import synthetic_config
+from mtl.train import loop
+from mtl.train.sandwich import make_sandwich_train_step, random_pool
+from mtl.train.step import task_losses_and_stats
+
+
+def _control_config(num_steps=4):
+  c = synthetic_config(num_steps, every_steps=100)
+  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1, pool_size=3,
+                                             cikd_weight=0.5, cikd_normalize=False))
+  c.model.encoder.widths = c.control.widths
+  c.model.head.widths = c.control.widths
+  return c
+
+
+@pytest.fixture(autouse=True)
+def _synthetic(monkeypatch):
+  monkeypatch.setattr(loop, "data_lib", synthetic_data)
+
+
+def test_sandwich_loss_is_sum_over_configs_plus_cikd():
+  config = _control_config()
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  exp = loop.build_experiment(config, mesh)
+  step = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, config.seed)
+  batch = next(synthetic_data.make_loader("synthetic", "train", batch_size=16))
+  batch = {k: jnp.asarray(v) for k, v in batch.items()}
+  _, out = jax.jit(step)(exp.state, batch)
+
+  names = [t.name for t in exp.tasks]
+  state = exp.state
+  rng = jax.random.fold_in(state.rng, state.step)
+  _, pick_rng = jax.random.split(rng)
+  pick = int(jax.random.randint(pick_rng, (1,), 0, 3)[0])
+  pool = random_pool(config.control, names, config.seed)
+  configs = [widths_lib.largest((0.5, 1.0), names), widths_lib.smallest((0.5, 1.0), names), pool[pick]]
+  total, feats = 0.0, []
+  for cfg in configs:
+    o, f = exp.model.apply({"params": state.params}, batch["image"], train=True, return_features=True,
+                           **cfg.apply_kwargs())
+    losses, _ = task_losses_and_stats(o, batch, exp.tasks)
+    total += float(jnp.sum(losses))
+    feats.append(f)
+  total += 0.5 * sum(float(cikd_loss(f, feats[0])) for f in feats[1:])
+  np.testing.assert_allclose(float(out["scalars"]["loss"]), total, rtol=1e-5)
+
+
+def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
+  config = _control_config(num_steps=4)
+  result = loop.train_and_evaluate(config, str(tmp_path), progress=False)
+  assert result["step"] == 4
+  exp, state, step = loop.restore_experiment(str(tmp_path))
+  assert step == 4
+  small = widths_lib.smallest((0.5, 1.0), [t.name for t in exp.tasks])
+  metrics = loop.evaluate_split(exp, state, "test", model_kwargs=small.apply_kwargs())
+  assert set(metrics) == {"even", "odd"} and all(0 <= m["accuracy"] <= 1 for m in metrics.values())
+
+
+def test_bad_control_values_are_named():
+  config = _control_config()
+  config.control.num_random = -1
+  exp = loop.build_experiment(config)
+  with pytest.raises(ValueError, match="control.num_random"):
+    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0)
