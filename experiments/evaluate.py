@@ -10,12 +10,11 @@ checkpoint evaluated) or a JSON file {task: main-metric value}.
 from __future__ import annotations
 
 import json
-import os
 
 from absl import app, flags, logging
 
 from mtl import evaluate as evaluate_lib
-from mtl.train import loop
+from mtl.train.baselines import load_and_evaluate, read_baselines
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the run to evaluate.")
 _SPLIT = flags.DEFINE_string("split", "test", "Data split to evaluate on.")
@@ -23,31 +22,6 @@ _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: latest).")
 _BASELINES = flags.DEFINE_string("baselines", None, "task=WORKDIR,... or a JSON file {task: value}.")
 _JSON = flags.DEFINE_string("json", None, "Write {metrics, delta_m} to this JSON file.")
 flags.mark_flags_as_required(["workdir"])
-
-
-def load_and_evaluate(workdir: str, split: str = "test", step: int | None = None) -> tuple[dict, loop.Experiment]:
-  """Restores a workdir's checkpoint (latest by default) and evaluates `split`."""
-  exp, state, restored = loop.restore_experiment(workdir, step)
-  logging.info("restored step %d", restored)
-  return loop.evaluate_split(exp, state, split), exp
-
-
-def read_baselines(spec: str, split: str) -> dict[str, float]:
-  """task -> main metric of its single-task baseline."""
-  if spec.endswith(".json") and os.path.exists(spec):
-    with open(spec) as f:
-      return {k: float(v) for k, v in json.load(f).items()}
-  out = {}
-  for part in spec.split(","):
-    if "=" not in part:
-      raise ValueError(f"--baselines entry {part!r} is not task=WORKDIR")
-    task, workdir = part.split("=", 1)
-    metrics, exp = load_and_evaluate(workdir, split)
-    if task not in metrics:
-      raise ValueError(f"baseline run {workdir} has no task {task!r}; it has {sorted(metrics)}")
-    spec_t = next(t for t in exp.tasks if t.name == task)
-    out[task] = metrics[task][spec_t.metric]
-  return out
 
 
 def main(argv):
