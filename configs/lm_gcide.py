@@ -1,0 +1,31 @@
+"""Multi-task byte-level decoder LM on GCIDE (definition, reverse dictionary) + stdlib source.
+
+arg: 'mixer=softmax' or 'mixer=lightning' (default), optional 'tasks=definition+reverse'.
+Needs the lead to register dataset 'gcide_text' (mtl.data.text.datasets) and model name 'lm'
+(mtl.models.lm.DecoderLM(**config.model.lm, tasks=task names)).
+"""
+import ml_collections
+
+from configs import common
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  args = common.parse_arg(arg)
+  c.dataset.name = "gcide_text"
+  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
+  c.num_steps = 20000
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.log_every = 100
+  c.eval_every = 2000
+  c.checkpoint.every_steps = 1000
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 500
+  c.optimizer.weight_decay = 0.01
+  c.optimizer.grad_clip_norm = 1.0
+  c.model.name = "lm"
+  c.model.lm = ml_collections.ConfigDict(dict(
+      vocab_size=272, dim=256, depth=4, num_heads=4, mlp_ratio=2.0,
+      mixer=args.get("mixer", "lightning"), block_size=64))
+  return c
