@@ -106,4 +106,4 @@ def router_z_loss(logits: jnp.ndarray) -> jnp.ndarray:
 
 def drop_fraction(kept: jnp.ndarray) -> jnp.ndarray:
   """Fraction of routing assignments dropped for lack of capacity; kept [..., N, k] bool."""
-  return 1.0 - jnp.mean(kept.astype(jnp.float32))
+  return jnp.mean(jnp.logical_not(kept).astype(jnp.float32))

@@ -12,6 +12,26 @@ from mtl.nn.moe import MoEMLP, MultiGateMoE, active_experts_from_load
 from mtl.nn.moe_experts import ExpertParams, experts_dense, experts_ragged, moe_layer_macs
 
 
+def randn(seed, shape):
+  """float32 standard normals from numpy (jax.random would compile threefry for every shape)."""
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+def random_params(module, *args, seed=0, **kwargs):
+  """Parameters of `module.init(key, *args, **kwargs)` filled from numpy (shapes by eval_shape: nothing
+  compiles; the jitted init of these tiny models costs more than the tests themselves)."""
+  shapes = jax.eval_shape(lambda r: module.init(r, *args, **kwargs)["params"], jax.random.PRNGKey(0))
+  rng = np.random.default_rng(seed)
+
+  def fill(path, s):
+    name = str(getattr(path[-1], "key", ""))
+    fan_in = s.shape[-2] if len(s.shape) >= 2 else 1
+    v = rng.normal(size=s.shape) / np.sqrt(fan_in)
+    return jnp.asarray(1.0 + 0.1 * v if name == "scale" else v, s.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
 def _gelu(x):
   return np.asarray(jax.nn.gelu(jnp.asarray(x)))
 
@@ -49,9 +69,8 @@ def _np_experts(x, index, weight, p):
 
 def _params(key, e, d, h, o=None):
   o = o or d
-  k1, k2, k3, k4 = jax.random.split(key, 4)
-  return ExpertParams(jax.random.normal(k1, (e, d, h)) / np.sqrt(d), 0.1 * jax.random.normal(k2, (e, h)),
-                      jax.random.normal(k3, (e, h, o)) / np.sqrt(h), 0.1 * jax.random.normal(k4, (e, o)))
+  return ExpertParams(randn(key, (e, d, h)) / np.sqrt(d), 0.1 * randn(key + 1, (e, h)),
+                      randn(key + 2, (e, h, o)) / np.sqrt(h), 0.1 * randn(key + 3, (e, o)))
 
 
 def test_expert_capacity():
@@ -66,9 +85,9 @@ def test_expert_capacity():
 @pytest.mark.parametrize("k,cf", [(1, 1.0), (2, 1.0), (2, 0.5), (3, 0.0)])
 def test_top_k_routing_matches_loop(k, cf):
   n, e = 13, 5
-  logits = jax.random.normal(jax.random.PRNGKey(k), (n, e)) * 2
+  logits = randn(k, (n, e)) * 2
   cap = moe_routing.expert_capacity(n, e, k, cf)
-  r = moe_routing.top_k_routing(logits, k, cap)
+  r = jax.jit(moe_routing.top_k_routing, static_argnums=(1, 2))(logits, k, cap)
   index, weight, kept, probs = _np_routing(logits, k, cap)
   np.testing.assert_array_equal(r.expert_index, index)
   np.testing.assert_array_equal(r.kept, kept)
@@ -107,14 +126,14 @@ def test_aux_losses_against_hand_values():
 @pytest.mark.parametrize("cf", [0.5, 0.0])
 def test_ragged_and_dense_match_loop_reference(cf):
   n, d, h, e, k = 12, 6, 10, 4, 2
-  kx, kl, kp = jax.random.split(jax.random.PRNGKey(3), 3)
-  x = jax.random.normal(kx, (n, d))
-  logits = jax.random.normal(kl, (n, e)) * 2
+  kx, kl, kp = 30, 31, 32
+  x = randn(kx, (n, d))
+  logits = randn(kl, (n, e)) * 2
   p = _params(kp, e, d, h, o=5)
   cap = moe_routing.expert_capacity(n, e, k, cf)
-  r = moe_routing.top_k_routing(logits, k, cap)
+  r = jax.jit(moe_routing.top_k_routing, static_argnums=(1, 2))(logits, k, cap)
   want = _np_experts(x, np.asarray(r.expert_index), np.asarray(r.weight), p)
-  np.testing.assert_allclose(experts_dense(x, r, p, cap), want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(jax.jit(experts_dense, static_argnums=3)(x, r, p, cap), want, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(jax.jit(experts_ragged)(x, r, p), want, rtol=1e-4, atol=1e-5)
   if cf > 0:
     assert not bool(r.kept.all())  # the case exercises dropping
@@ -122,9 +141,9 @@ def test_ragged_and_dense_match_loop_reference(cf):
 
 def test_ragged_gradients_equal_dense():
   n, d, h, e, k = 10, 4, 6, 3, 2
-  kx, kl, kp = jax.random.split(jax.random.PRNGKey(4), 3)
-  x = jax.random.normal(kx, (n, d))
-  logits = jax.random.normal(kl, (n, e))
+  kx, kl, kp = 40, 41, 42
+  x = randn(kx, (n, d))
+  logits = randn(kl, (n, e))
   p = _params(kp, e, d, h)
   cap = moe_routing.expert_capacity(n, e, k, 0.75)
 
@@ -132,27 +151,36 @@ def test_ragged_gradients_equal_dense():
     r = moe_routing.top_k_routing(logits, k, cap)
     return jnp.sum(jnp.tanh(fn(x, r, p)))
 
-  g_r = jax.grad(lambda *a: loss(experts_ragged, *a), argnums=(0, 1, 2))(x, logits, p)
-  g_d = jax.grad(lambda *a: loss(lambda x, r, p: experts_dense(x, r, p, cap), *a), argnums=(0, 1, 2))(
+  g_r = jax.jit(jax.grad(lambda *a: loss(experts_ragged, *a), argnums=(0, 1, 2)))(x, logits, p)
+  g_d = jax.jit(jax.grad(lambda *a: loss(lambda x, r, p: experts_dense(x, r, p, cap), *a), argnums=(0, 1, 2)))(
       x, logits, p)
   for a, b in zip(jax.tree_util.tree_leaves(g_r), jax.tree_util.tree_leaves(g_d)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+def _init(m, x, **kw):
+  return random_params(m, x, **kw)
+
+
+def _apply(m, params, x, **kw):
+  return jax.jit(lambda p, x: m.apply({"params": p}, x, **kw))(params, x)
+
+
 def _init_apply(m, x, **kw):
-  params = m.init(jax.random.PRNGKey(0), x, **kw)["params"]
-  y, state = m.apply({"params": params}, x, mutable=["aux_loss", "metrics"], **kw)
+  params = _init(m, x, **kw)
+  y, state = _apply(m, params, x, mutable=["aux_loss", "metrics"], **kw)
   return params, y, state
 
 
-@pytest.mark.parametrize("router", ["topk", "task"])
-def test_moe_mlp_ragged_equals_dense_and_sows(router):
+def test_moe_mlp_ragged_equals_dense_and_sows():
+  """Task routers (router='topk' is the same code with one router; see the expert-parallel test)."""
+  router = "task"
   kw = dict(num_experts=4, top_k=2, hidden_dim=8, capacity_factor=0.75, router=router, num_tasks=3,
             num_groups=2)
-  x = jax.random.normal(jax.random.PRNGKey(5), (2, 5, 6))
+  x = randn(5, (2, 5, 6))
   call = dict(task_id=2) if router == "task" else {}
   params, y, state = _init_apply(MoEMLP(impl="ragged", **kw), x, train=True, **call)
-  y_dense = MoEMLP(impl="dense", **kw).apply({"params": params}, x, train=True, **call)
+  y_dense = _apply(MoEMLP(impl="dense", **kw), params, x, train=True, **call)
   assert y.shape == x.shape
   np.testing.assert_allclose(y, y_dense, rtol=1e-5, atol=1e-5)
   assert params["router"].shape == ((3, 6, 4) if router == "task" else (1, 6, 4))
@@ -180,12 +208,15 @@ def test_moe_mlp_ragged_equals_dense_and_sows(router):
 def test_task_routers_differ_and_eval_capacity():
   m = MoEMLP(num_experts=4, top_k=1, hidden_dim=8, router="task", num_tasks=2, capacity_factor=0.5,
              eval_capacity_factor=0.0)
-  x = jax.random.normal(jax.random.PRNGKey(6), (3, 4, 6))
-  params = m.init(jax.random.PRNGKey(0), x, task_id=0)["params"]
-  y0 = m.apply({"params": params}, x, task_id=0)
-  y1 = m.apply({"params": params}, x, task_id=1)
+  x = randn(6, (3, 4, 6))
+  params = _init(m, x, task_id=0)
+
+  def both(p, x):
+    y0, st = m.apply({"params": p}, x, task_id=0, train=False, mutable=["metrics"])
+    return y0, m.apply({"params": p}, x, task_id=1), st
+
+  y0, y1, st = jax.jit(both)(params, x)
   assert float(jnp.max(jnp.abs(y0 - y1))) > 1e-3
-  _, st = m.apply({"params": params}, x, task_id=0, train=False, mutable=["metrics"])
   assert float(st["metrics"]["moe/task0/drop_fraction"][0]) == 0.0  # eval capacity factor 0: dropless
 
 
@@ -212,15 +243,15 @@ def test_single_task_pruned_inference_equals_full(impl):
   """A task's pruned layer (only the experts it routes to) gives the full layer's output."""
   kw = dict(num_experts=8, top_k=2, hidden_dim=8, router="task", num_tasks=2, capacity_factor=1.0, impl=impl)
   m = MoEMLP(**kw)
-  x = jax.random.normal(jax.random.PRNGKey(7), (2, 3, 6)).at[..., 0].set(3.0)
-  params = m.init(jax.random.PRNGKey(1), x, task_id=1)["params"]
+  x = randn(7, (2, 3, 6)).at[..., 0].set(3.0)
+  params = _init(m, x, task_id=1)
   # Feature 0 is always 3: task 1's router then never picks experts {0, 2, 3, 5, 7}.
   params["router"] = params["router"].at[1, 0, jnp.array([0, 2, 3, 5, 7])].set(-50.0)
-  y_full, st = m.apply({"params": params}, x, task_id=1, mutable=["metrics"])
+  y_full, st = _apply(m, params, x, task_id=1, mutable=["metrics"])
   load = np.array([float(st["metrics"][f"moe/task1/expert_load_{i}"][0]) for i in range(8)])
   active = active_experts_from_load(load)
   assert set(active) <= {1, 4, 6}
-  y_pruned, st2 = m.apply({"params": params}, x, task_id=1, active_experts=active, mutable=["metrics"])
+  y_pruned, st2 = _apply(m, params, x, task_id=1, active_experts=active, mutable=["metrics"])
   np.testing.assert_allclose(y_pruned, y_full, rtol=1e-5, atol=1e-6)
   load2 = np.array([float(st2["metrics"][f"moe/task1/expert_load_{i}"][0]) for i in range(8)])
   np.testing.assert_allclose(load2, load, rtol=1e-6)
@@ -257,7 +288,7 @@ def test_moe_layer_macs_equal_traced_dense_layer():
   for active in (None, (0, 3, 5)):
     m = MoEMLP(num_experts=6, top_k=2, hidden_dim=8, capacity_factor=1.0, impl="dense", num_groups=2)
     x = jnp.ones((2, 6, 4))
-    params = m.init(jax.random.PRNGKey(0), x)["params"]
+    params = jax.eval_shape(m.init, jax.random.PRNGKey(0), x)["params"]  # abstract: nothing compiles
     got = traced_macs(lambda p, x: m.apply({"params": p}, x, active_experts=active), params, x)
     cap = moe_routing.expert_capacity(6, 6, 2, 1.0)
     e = 6 if active is None else len(active)
@@ -283,14 +314,14 @@ def _np_mmoe(x, params, task, top_k=None):
 @pytest.mark.parametrize("top_k", [None, 2])
 def test_multigate_moe_matches_reference(top_k):
   m = MultiGateMoE(num_experts=4, hidden_dim=8, num_tasks=3, out_dim=5, top_k=top_k)
-  x = jax.random.normal(jax.random.PRNGKey(8), (3, 2, 6))
-  params = m.init(jax.random.PRNGKey(0), x)["params"]
-  out = m.apply({"params": params}, x)
+  x = randn(8, (3, 2, 6))
+  params = _init(m, x)
+  out = _apply(m, params, x)
   assert sorted(out) == [0, 1, 2]
   for t in range(3):
     assert out[t].shape == (3, 2, 5)
     np.testing.assert_allclose(out[t].reshape(-1, 5), _np_mmoe(x, params, t, top_k), rtol=1e-4, atol=1e-5)
-  single = m.apply({"params": params}, x, task_ids=[1])
+  single = _apply(m, params, x, task_ids=(1,))
   assert list(single) == [1]
   np.testing.assert_allclose(single[1], out[1], rtol=1e-6)
   with pytest.raises(ValueError, match="task_ids"):
