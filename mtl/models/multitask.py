@@ -27,14 +27,23 @@ class MultiTaskModel(nn.Module):
 
     Returns: task name -> outputs (e.g. logits [B, C]); with `return_features`, also the shared features.
     """
+    features = self.encode(x, train=train, encoder_width=encoder_width)
+    outputs = self.decode(features, train=train, head_widths=head_widths)
+    return (outputs, features) if return_features else outputs
+
+  def encode(self, x: jnp.ndarray, *, train: bool = False, encoder_width: float = 1.0) -> jnp.ndarray:
+    """Shared features of inputs x [B, ...] (use with `apply(..., method='encode')`)."""
+    return self.encoder(x, width=encoder_width, train=train)
+
+  def decode(self, features: jnp.ndarray, *, train: bool = False,
+             head_widths: Mapping[str, float] | None = None) -> dict[str, jnp.ndarray]:
+    """Task outputs from shared features (use with `apply(..., method='decode')`)."""
     head_widths = dict(head_widths or {})
     unknown = set(head_widths) - set(self.heads)
     if unknown:
       raise ValueError(f"head widths given for unknown tasks {sorted(unknown)}; tasks: {sorted(self.heads)}")
-    features = self.encoder(x, width=encoder_width, train=train)
-    outputs = {name: head(features, width=head_widths.get(name, 1.0), train=train)
-               for name, head in self.heads.items()}
-    return (outputs, features) if return_features else outputs
+    return {name: head(features, width=head_widths.get(name, 1.0), train=train)
+            for name, head in self.heads.items()}
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],

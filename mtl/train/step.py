@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from mtl import tasks as tasks_lib
-from mtl.optim import combine_gradients
+from mtl.optim import FeatureSplit, combine_gradients
 from mtl.tasks.base import TaskSpec
 from mtl.train.state import TrainState
 
@@ -68,8 +68,11 @@ def make_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.Gra
       aux = sum_sown(mutated.get("aux_loss", {}))
       return losses + aux / num_tasks, (stats, mutated, losses, aux)
 
+    loss_fn = task_loss_fn
+    if getattr(method, "kind", None) == "features":
+      loss_fn = _feature_split(model, state, batch[input_key], batch, tasks, dropout_rng, extra)
     grads, mtl_state, _, (stats, mutated, raw_losses, aux_loss), mtl_metrics = combine_gradients(
-        method, state.mtl_state, task_loss_fn, state.params, state.step)
+        method, state.mtl_state, loss_fn, state.params, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     model_state = dict(state.model_state)
@@ -85,6 +88,30 @@ def make_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.Gra
     return new_state, {"scalars": metrics, "stats": stats}
 
   return step
+
+
+def _feature_split(model, state, x, batch, tasks, rng, extra) -> FeatureSplit:
+  """Task losses split at the shared features (for methods such as MGDA-UB); needs `encode` / `decode`.
+
+  Auxiliary losses sown by the encoder are not part of this route; use a loss or gradient method for MoE
+  encoders.
+  """
+  if not (hasattr(model, "encode") and hasattr(model, "decode")):
+    raise ValueError(f"{type(model).__name__} has no encode/decode split, so feature-level methods "
+                     "(e.g. mgda_ub) cannot run on it; pick a gradient method such as mgda")
+  variables = lambda p: {"params": p, **state.model_state}
+  enc_kwargs = {k: v for k, v in extra.items() if k == "encoder_width"}
+  dec_kwargs = {k: v for k, v in extra.items() if k == "head_widths"}
+
+  def features_fn(params):
+    return model.apply(variables(params), x, train=True, rngs={"dropout": rng}, method="encode", **enc_kwargs)
+
+  def head_loss_fn(params, z):
+    outputs = model.apply(variables(params), z, train=True, rngs={"dropout": rng}, method="decode", **dec_kwargs)
+    losses, stats = task_losses_and_stats(outputs, batch, tasks)
+    return losses, (stats, {}, losses, jnp.zeros((), jnp.float32))
+
+  return FeatureSplit(features_fn, head_loss_fn)
 
 
 def make_eval_step(model: nn.Module, tasks: tuple[TaskSpec, ...], input_key: str
