@@ -61,3 +61,22 @@ def parse_arg(arg: str | None) -> dict[str, str]:
     else:
       out.setdefault("tasks", part)
   return out
+
+
+# Sharding-rule presets for `config.sharding.rules`: (regex on 'params/...' / 'opt_state/...' paths, target);
+# target 'fsdp' | 'tensor' | 'expert' shards the largest dimension divisible by that mesh axis, a tuple gives
+# the PartitionSpec per dimension. The first matching rule wins; unmatched leaves are replicated.
+SHARDING_RULES = {
+    "data": (),
+    "fsdp": ((r".*", "fsdp"),),
+    "tensor": ((r".*/kernel", "tensor"),),
+    # MoE expert weights [E, ...] split over 'expert' on their leading axis, the rest fully sharded.
+    "expert_fsdp": ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None)), (r".*", "fsdp")),
+}
+
+
+def sharding_rules(name: str) -> tuple:
+  """A preset of `SHARDING_RULES`; unknown names raise."""
+  if name not in SHARDING_RULES:
+    raise ValueError(f"unknown sharding preset {name!r}; known: {sorted(SHARDING_RULES)}")
+  return SHARDING_RULES[name]

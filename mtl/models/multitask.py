@@ -48,7 +48,7 @@ class MultiTaskModel(nn.Module):
 
 def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
                 input_shape: tuple[int, ...]) -> nn.Module:
-  """Model from `config.model`: `name` in {'multitask', 'taskexpert'} plus its sub-configs.
+  """Model from `config.model`: `name` in {'multitask', 'taskexpert', 'lm'} plus its sub-configs.
 
   Args:
     model_cfg: `config.model` with `encoder` and `head` sub-configs (see configs/).
@@ -65,6 +65,9 @@ def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...
   if name == "taskexpert":
     from mtl.models.taskexpert import build_taskexpert
     return build_taskexpert(model_cfg, tasks, input_shape)
-  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert'")
+  if name == "lm":
+    from mtl.models.lm import DecoderLM
+    return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))
+  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert', 'lm'")
 
 
