@@ -1,7 +1,7 @@
 """Sandwich-rule train step for slimmable multi-task models, with CIKD (Aich et al., ICCV 2023).
 
 Each step runs the largest configuration (the teacher), the smallest, and `num_random` configurations drawn
-from a fixed pool of `pool_size` random ones. Widths set array shapes, so the pool is compiled into the step
+from a fixed pool of `pool_size` random ones (covering every intermediate encoder width). Widths set array shapes, so the pool is compiled into the step
 once and a `lax.switch` picks the pool entry at run time from the step's key: one compilation, and only the
 chosen sub-network runs. Every configuration's task losses are summed (gradients accumulate over
 sub-networks); every student adds `cikd_weight * cikd_loss(its encoder features, teacher features)`, with the
@@ -28,12 +28,22 @@ from mtl.train.step import task_losses_and_stats
 
 def random_pool(control: ml_collections.ConfigDict, task_names: list[str], seed: int
                 ) -> list[widths_lib.WidthConfig]:
-  """The fixed pool of random configurations the step samples from (deterministic in `seed`)."""
+  """The fixed pool of random configurations the step samples from (deterministic in `seed`).
+
+  Encoder widths cycle through the intermediate widths (the largest and smallest are trained every step), so
+  every encoder sub-network is trained; head widths are drawn at random per task.
+  """
   pool_size = int(control.get("pool_size", 8))
   if pool_size < 1:
     raise ValueError(f"control.pool_size must be >= 1, got {pool_size}")
+  widths = sorted(float(w) for w in control.widths)
+  middle = widths[1:-1] or widths
   rng = np.random.default_rng([seed, 7])
-  return [widths_lib.random_config(rng, tuple(control.widths), task_names) for _ in range(pool_size)]
+  pool = []
+  for i in range(pool_size):
+    heads = {t: float(rng.choice(widths)) for t in task_names}
+    pool.append(widths_lib.WidthConfig.create(middle[i % len(middle)], heads))
+  return pool
 
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,

@@ -73,3 +73,10 @@ def test_bad_control_values_are_named():
   exp = loop.build_experiment(config)
   with pytest.raises(ValueError, match="control.num_random"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0)
+
+
+def test_pool_covers_every_intermediate_encoder_width():
+  control = ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 0.75, 1.0), pool_size=4))
+  pool = random_pool(control, ["a", "b"], seed=0)
+  assert {c.encoder for c in pool} == {0.5, 0.75}
+  assert all(w in (0.25, 0.5, 0.75, 1.0) for c in pool for _, w in c.heads)
