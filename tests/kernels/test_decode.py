@@ -22,9 +22,9 @@ def test_linear_decode_matches_reference_over_steps():
   state = jnp.zeros((b, h, dk, dv))
   q, k, v = _normal(0, (b, h, 5, dk)), _normal(1, (b, h, 5, dk)), _normal(2, (b, h, 5, dv))
   full = ref.linear_attention_quadratic(q, k, v, s)
+  step = jax.jit(lambda *a: linear_decode(*a, interpret=True))
   for t in range(5):
-    o, state = linear_decode(q[:, :, t], k[:, :, t], v[:, :, t], state, s,
-                             interpret=True)
+    o, state = step(q[:, :, t], k[:, :, t], v[:, :, t], state, s)
     assert _rel(o, full[:, :, t]) < 1e-4
   _, want_state = ref.linear_attention_recurrent(q, k, v, s)
   assert _rel(state, want_state) < 1e-4

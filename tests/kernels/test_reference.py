@@ -39,7 +39,7 @@ def test_quadratic_matches_explicit_loop():
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("length,block", [(37, 8), (32, 8), (5, 16)])
+@pytest.mark.parametrize("length,block", [(37, 8), (5, 16)])
 def test_chunked_causal_matches_quadratic(length, block):
   q, k, v = _qkv(length=length)
   s = ref.decay_slopes(3)
@@ -57,7 +57,7 @@ def test_chunked_noncausal_matches_quadratic():
 
 
 def test_recurrent_and_cumsum_match_quadratic():
-  q, k, v = _qkv(length=19)
+  q, k, v = _qkv(length=9)
   s = ref.decay_slopes(3)
   want = ref.linear_attention_quadratic(q, k, v, s)
   o, state = ref.linear_attention_recurrent(q, k, v, s)
@@ -65,7 +65,7 @@ def test_recurrent_and_cumsum_match_quadratic():
   assert _rel(ref.linear_attention_cumsum(q, k, v, s), want) < 1e-5
   # Final state = sum_s lambda^(L-1-s) k_s^T v_s.
   lam = np.exp(-np.asarray(s))[None, :, None]
-  w = lam ** (18 - np.arange(19))[None, None, :]
+  w = lam ** (8 - np.arange(9))[None, None, :]
   want_state = np.einsum("bhl,bhld,bhle->bhde", np.broadcast_to(w, q.shape[:3]), k, v)
   np.testing.assert_allclose(state, want_state, rtol=1e-4, atol=1e-4)
 
