@@ -1,6 +1,7 @@
 """Multi-process start-up with jax's own runtime (`jax.distributed`).
 
-Launchers (launch/) set MTL_COORDINATOR, MTL_NUM_PROCESSES and MTL_PROCESS_ID; on TPU pods and SLURM,
+Launchers (launch/) set MTL_COORDINATOR, MTL_NUM_PROCESSES and MTL_PROCESS_ID (and, on CPU, XLA_FLAGS with the
+device count per process); on TPU pods and SLURM,
 `jax.distributed.initialize()` finds them itself, which MTL_AUTO_DISTRIBUTED=1 asks for.
 """
 from __future__ import annotations
@@ -25,8 +26,5 @@ def initialize_from_env() -> bool:
     raise ValueError("MTL_COORDINATOR is set, so MTL_NUM_PROCESSES and MTL_PROCESS_ID must be integers") from e
   if not 0 <= pid < num:
     raise ValueError(f"MTL_PROCESS_ID={pid} must be in [0, MTL_NUM_PROCESSES={num})")
-  local = os.environ.get("MTL_LOCAL_DEVICE_COUNT")
-  if local and jax.default_backend() == "cpu":
-    jax.config.update("jax_num_cpu_devices", int(local))
   jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
   return True
