@@ -1,10 +1,9 @@
 """A tiny in-memory two-task dataset with the mtl.data interface, so loop tests need no data packages."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
+from mtl.data.spec import DatasetInfo
 from mtl.tasks.base import TaskSpec
 
 TASKS = (TaskSpec("even", "classification", 3), TaskSpec("odd", "classification", 3))
@@ -12,19 +11,10 @@ INPUT_SHAPE = (8, 8, 1)
 SPLITS = {"train": 256, "validation": 64, "test": 72}
 
 
-@dataclasses.dataclass(frozen=True)
-class Info:
-  name: str
-  input_key: str
-  input_shape: tuple
-  tasks: tuple
-  splits: dict
-
-
-def get_info(name: str) -> Info:
+def get_info(name: str) -> DatasetInfo:
   if name != "synthetic":
     raise ValueError(f"unknown dataset {name!r}; known: ['synthetic']")
-  return Info("synthetic", "image", INPUT_SHAPE, TASKS, dict(SPLITS))
+  return DatasetInfo("synthetic", "image", INPUT_SHAPE, TASKS, dict(SPLITS))
 
 
 def _examples(split: str):
