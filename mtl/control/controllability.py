@@ -102,6 +102,16 @@ def pareto_front(points: np.ndarray, maximize: Sequence[bool] | None = None) -> 
   return np.array(sorted(keep, key=lambda i: pts[i, 0]), dtype=int)
 
 
+def _save(fig, path: str) -> str:
+  """Writes `fig` to the PNG `path` (creating its folder), closes it, returns `path`."""
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def plot_pareto(table: Sequence[Measurement], tasks: tuple[str, str], path: str,
                 chosen: Sequence[Mapping] | None = None, higher_is_better: Mapping[str, bool] | None = None,
                 title: str = "") -> str:
@@ -129,11 +139,7 @@ def plot_pareto(table: Sequence[Measurement], tasks: tuple[str, str], path: str,
   ax.set_ylabel(b)
   ax.set_title(title or f"{a} vs {b}")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
 
 
 def plot_budget_curves(report: Mapping, path: str, preference_index: int = 0) -> str:
@@ -153,8 +159,4 @@ def plot_budget_curves(report: Mapping, path: str, preference_index: int = 0) ->
   pref = ", ".join(f"{v:.2f}" for v in entries[0]["runs"][preference_index]["preference"])
   ax.set_title(f"performance vs budget (preference {pref})", fontsize=9)
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path)
-  plt.close(fig)
-  return path
+  return _save(fig, path)
