@@ -30,6 +30,13 @@ def synthetic_config(num_steps: int = 4, every_steps: int = 100):
   return c
 
 
+def restored_params(workdir: str) -> tuple[dict, int]:
+  """(host copy of the latest checkpoint's params, its step) of a run in `workdir`."""
+  import jax
+  _, state, step = loop.restore_experiment(workdir)
+  return jax.device_get(state.params), step
+
+
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser()
   parser.add_argument("--workdir", required=True)

@@ -1,22 +1,9 @@
-import itertools
-
 import numpy as np
 import pytest
 
 from mtl.control import controllability as C
-from mtl.control.search import Measurement
-from mtl.control.widths import WidthConfig
 
 TASKS = ("a", "b")
-
-
-def synthetic_table():
-  """8 configs; MACs = 100 e + 10 (h_a + h_b); metric_t = e + 0.2 h_t."""
-  rows = []
-  for e, ha, hb in itertools.product((0.5, 1.0), repeat=3):
-    rows.append(Measurement(WidthConfig.create(e, {"a": ha, "b": hb}), int(100 * e + 10 * (ha + hb)),
-                            {"a": e + 0.2 * ha, "b": e + 0.2 * hb}))
-  return rows
 
 
 def test_rank_correlation():
@@ -39,8 +26,8 @@ def test_preference_sweep():
   assert s3.shape == (6, 3) and np.allclose(s3.sum(1), 1.0)
 
 
-def test_report_and_plots(tmp_path):
-  table = synthetic_table()
+def test_report_and_plots(tmp_path, synthetic_table):
+  table = synthetic_table
   report = C.controllability_report(table, TASKS, budgets=[50, 115, 140], preferences=C.preference_sweep(2, 3))
   assert "error" in report["budgets"][0]
   mid = report["budgets"][1]

@@ -12,7 +12,7 @@ from mtl.train import checkpoint as ckpt_lib
 from mtl.train import loop
 from mtl.train.preemption import PreemptionWatcher
 from mtl.testing import synthetic_data
-from mtl.testing.train_synthetic import synthetic_config
+from mtl.testing.train_synthetic import restored_params, synthetic_config
 
 
 @pytest.fixture(autouse=True)
@@ -24,22 +24,14 @@ def _config(num_steps=6, every=3):
   return synthetic_config(num_steps, every)
 
 
-def _params(workdir, config):
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 1, async_save=False)
-  exp = loop.build_experiment(config)
-  state, _, _, step = ck.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings))
-  ck.close()
-  return jax.device_get(state.params), step
-
-
 def test_eight_device_mesh_matches_one_device(tmp_path):
   config = _config(num_steps=4, every=4)
   mesh8 = sharding.make_mesh({"data": -1})
   mesh1 = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   r8 = loop.train_and_evaluate(config, str(tmp_path / "m8"), mesh=mesh8, progress=False)
   r1 = loop.train_and_evaluate(config, str(tmp_path / "m1"), mesh=mesh1, progress=False)
-  p8, _ = _params(str(tmp_path / "m8"), config)
-  p1, _ = _params(str(tmp_path / "m1"), config)
+  p8, _ = restored_params(str(tmp_path / "m8"))
+  p1, _ = restored_params(str(tmp_path / "m1"))
   for a, b in zip(jax.tree_util.tree_leaves(p8), jax.tree_util.tree_leaves(p1)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
   for t in ("even", "odd"):
@@ -52,8 +44,8 @@ def test_resume_continues_bit_for_bit(tmp_path):
   out = loop.train_and_evaluate(straight, str(tmp_path / "resumed"), progress=False, stop_at_step=3)
   assert out == {"preempted": True, "step": 3}
   loop.train_and_evaluate(straight, str(tmp_path / "resumed"), progress=False)
-  pa, sa = _params(str(tmp_path / "straight"), straight)
-  pb, sb = _params(str(tmp_path / "resumed"), straight)
+  pa, sa = restored_params(str(tmp_path / "straight"))
+  pb, sb = restored_params(str(tmp_path / "resumed"))
   assert sa == sb == 6
   for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
     np.testing.assert_array_equal(a, b)
@@ -77,8 +69,8 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path, monkeypatch):
   assert out == {"preempted": True, "step": 4}
   monkeypatch.setattr(loop, "PreemptionWatcher", PreemptionWatcher)
   loop.train_and_evaluate(config, str(tmp_path / "killed"), progress=False)
-  pa, _ = _params(str(tmp_path / "straight"), config)
-  pb, _ = _params(str(tmp_path / "killed"), config)
+  pa, _ = restored_params(str(tmp_path / "straight"))
+  pb, _ = restored_params(str(tmp_path / "killed"))
   for a, b in zip(jax.tree_util.tree_leaves(pa), jax.tree_util.tree_leaves(pb)):
     np.testing.assert_array_equal(a, b)
 

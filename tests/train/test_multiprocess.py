@@ -7,17 +7,8 @@ import numpy as np
 
 from launch import local
 from mtl.testing import synthetic_data
-from mtl.testing.train_synthetic import synthetic_config
-from mtl.train import checkpoint as ckpt_lib
+from mtl.testing.train_synthetic import restored_params, synthetic_config
 from mtl.train import loop
-
-
-def _params(workdir, config):
-  ck = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), 1, async_save=False)
-  exp = loop.build_experiment(config)
-  state, _, _, step = ck.restore(ckpt_lib.abstract_like(exp.state, exp.state_shardings))
-  ck.close()
-  return jax.device_get(state.params), step
 
 
 def test_two_processes_match_single_process(tmp_path, monkeypatch):
@@ -31,8 +22,8 @@ def test_two_processes_match_single_process(tmp_path, monkeypatch):
   monkeypatch.setattr(loop, "data_lib", synthetic_data)
   config = synthetic_config(4)
   loop.train_and_evaluate(config, str(tmp_path / "single"), progress=False)
-  pm, sm = _params(str(tmp_path / "multi"), config)
-  ps, ss = _params(str(tmp_path / "single"), config)
+  pm, sm = restored_params(str(tmp_path / "multi"))
+  ps, ss = restored_params(str(tmp_path / "single"))
   assert sm == ss == 4
   for a, b in zip(jax.tree_util.tree_leaves(pm), jax.tree_util.tree_leaves(ps)):
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
