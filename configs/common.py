@@ -43,6 +43,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.max_to_keep = 3
   c.checkpoint.restore_step = config_dict.placeholder(int)
 
+  # Nested speculative drafts (DecoderLM only): widths < 1 trained beside the full model, distilled from it.
+  c.draft = ml_collections.ConfigDict()
+  c.draft.widths = ()
+  c.draft.kd_weight = 1.0
+
   c.mesh = ml_collections.ConfigDict({"data": -1})
   c.sharding = ml_collections.ConfigDict()
   c.sharding.rules = ()  # (regex on 'params/...' paths, 'fsdp' | 'tensor' | spec tuple), first match wins.

@@ -1,7 +1,7 @@
 """MQAR recall (Zoology) for softmax vs lightning attention.
 
-arg: 'mixer=softmax|lightning,data=mqar-L-K-V' (default data 'mqar': L=64, K=8, V=128).
-Needs the lead to register the 'mqar*' names (mtl.data.text.datasets) and model name 'lm'.
+arg: 'mixer=softmax|lightning,data=mqar-L-K-V' (default data 'mqar': L=64, K=8, V=128), optional
+'steps=', 'lr=', 'dim='. Compare recall with token_accuracy (only answer positions have targets).
 """
 import ml_collections
 
@@ -12,16 +12,17 @@ def get_config(arg: str | None = None):
   c = common.base_config()
   args = common.parse_arg(arg)
   c.dataset.name = args.get("data", "mqar")
-  c.num_steps = 3000
+  c.num_steps = int(args.get("steps", 3000))
   c.batch_size = 64
   c.eval_batch_size = 256
   c.log_every = 100
   c.checkpoint.every_steps = 1000
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.warmup_steps = 100
+  c.optimizer.learning_rate = float(args.get("lr", 1e-3))
+  c.optimizer.warmup_steps = min(100, c.num_steps // 10)
+  c.checkpoint.every_steps = min(c.checkpoint.every_steps, c.num_steps)
   vocab = 128 if c.dataset.name == "mqar" else int(c.dataset.name.split("-")[3])
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
-      vocab_size=vocab, dim=64, depth=2, num_heads=2, mlp_ratio=2.0,
+      vocab_size=vocab, dim=int(args.get("dim", 64)), depth=2, num_heads=2, mlp_ratio=2.0,
       mixer=args.get("mixer", "lightning"), block_size=16))
   return c

@@ -2,7 +2,7 @@ r"""Benchmark of every multi-task method (mtl.optim) on MultiFashion and Yeast t
 
   python -m experiments.bench_mtl_optim --workdir /tmp/bench_mtl --json docs/mtl_optim.json \
       --markdown docs/mtl_optim.md [--datasets yeast,multifashion] [--methods all|equal,pcgrad,...] \
-      [--seeds 0,1] [--num_steps N]
+      [--seeds 0,1 | "yeast=0,1,2;multifashion=0"] [--num_steps N | "multifashion=300"]
 
 For each dataset, method and seed it trains `configs/<dataset>.py` with `config.mtl.method=<method>` (the same as
 `python -m experiments.train --config configs/<dataset>.py --workdir D --config.mtl.method=<method>`) and reads
@@ -97,14 +97,16 @@ def markdown(results: dict, meta: dict) -> str:
            f"Device: {meta['device']}; steps: {meta['num_steps']}; seeds: {meta['seeds']}; "
            "delta-m and step time are relative to equal weighting (delta-m > 0: better than equal).", ""]
   for dataset, table in results.items():
-    lines += [f"### {dataset}", "", "| method | mean main metric | delta-m vs equal (%) | step time vs equal | "
-              "step time (ms) |", "|---|---|---|---|---|"]
+    lines += [f"### {dataset}", "", "| method | per-task main metric | mean | delta-m vs equal (%) | step time vs equal | "
+              "step time (ms) |", "|---|---|---|---|---|---|"]
     for method, s in table.items():
       if "error" in s:
-        lines.append(f"| {method} | failed: {s['error'][:120]} | | | |")
+        lines.append(f"| {method} | failed: {s['error'][:120]} | | | | |")
         continue
       mean_metric = sum(s["metrics"].values()) / len(s["metrics"])
-      lines.append(f"| {method} | {mean_metric:.4f} | {s.get('delta_m_vs_equal', math.nan):+.2f} | "
+      per_task = (" / ".join(f"{t} {v:.4f}" for t, v in s["metrics"].items()) if len(s["metrics"]) <= 4
+                  else f"{len(s['metrics'])} tasks (JSON)")
+      lines.append(f"| {method} | {per_task} | {mean_metric:.4f} | {s.get('delta_m_vs_equal', math.nan):+.2f} | "
                    f"{s.get('step_time_vs_equal', math.nan):.2f}x | {1e3 * s['step_time_s']:.2f} |")
     lines.append("")
   return "\n".join(lines)
@@ -120,13 +122,27 @@ def write_markdown(path: str, table: str) -> None:
     f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
 
 
+def per_dataset(value: str | None, datasets: list[str]) -> dict[str, str | None]:
+  """'X' (every dataset) or 'dataset=X;dataset2=Y' -> dataset -> X (None where not given)."""
+  if not value:
+    return {d: None for d in datasets}
+  if "=" not in value:
+    return {d: value for d in datasets}
+  pairs = dict(part.split("=", 1) for part in value.split(";") if part)
+  unknown = sorted(set(pairs) - set(datasets))
+  if unknown:
+    raise ValueError(f"per-dataset value {value!r} names dataset(s) {unknown} not in --datasets {datasets}")
+  return {d: pairs.get(d) for d in datasets}
+
+
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--datasets", default="multifashion,yeast")
   parser.add_argument("--methods", default="all")
-  parser.add_argument("--seeds", default="0")
-  parser.add_argument("--num_steps", type=int, default=None, help="override the configs' num_steps")
+  parser.add_argument("--seeds", default="0", help="'0,1' for every dataset, or 'yeast=0,1,2;multifashion=0'")
+  parser.add_argument("--num_steps", default=None,
+                      help="override the configs' num_steps: N, or 'dataset=N;dataset2=M'")
   parser.add_argument("--json", default=None)
   parser.add_argument("--markdown", default=None)
   args = parser.parse_args(argv)
@@ -136,19 +152,22 @@ def main(argv: list[str] | None = None) -> dict:
     raise ValueError(f"unknown method(s) {unknown}; known: {list(known_methods())}")
   if "equal" not in methods:
     methods = ["equal"] + methods  # the reference of every relative number
-  seeds = [int(s) for s in args.seeds.split(",") if s]
+  datasets = [d for d in args.datasets.split(",") if d]
+  steps = {d: int(v) if v else None for d, v in per_dataset(args.num_steps, datasets).items()}
+  seeds = {d: [int(x) for x in (v or "0").split(",") if x] for d, v in per_dataset(args.seeds, datasets).items()}
   results = {}
-  for dataset in [d for d in args.datasets.split(",") if d]:
+  for dataset in datasets:
     runs = {}
     for method in methods:
       t0 = time.time()
-      runs[method] = [run_one(dataset, method, seed, args.num_steps, args.workdir) for seed in seeds]
+      runs[method] = [run_one(dataset, method, seed, steps[dataset], args.workdir)
+                       for seed in seeds[dataset]]
       print(f"{dataset} {method}: {time.time() - t0:.0f}s {runs[method][0]}", flush=True)
     results[dataset] = summarise(runs)
   meta = {"command": "python -m experiments.bench_mtl_optim " + " ".join(argv if argv is not None else
                                                                        __import__("sys").argv[1:]),
           "device": f"{jax.devices()[0].device_kind} x{jax.device_count()} ({platform.machine()})",
-          "num_steps": args.num_steps or "config default", "seeds": seeds}
+          "num_steps": {d: steps[d] or "config default" for d in datasets}, "seeds": seeds}
   table = markdown(results, meta)
   print(table)
   if args.json:

@@ -209,6 +209,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   if step_fn_factory is None and config.get("control", {}).get("enabled", False):
     from mtl.train.sandwich import sandwich_step_factory
     step_fn_factory = sandwich_step_factory(config)
+  if step_fn_factory is None and config.get("draft", {}).get("widths", ()):
+    from mtl.train.nested_draft import nested_draft_step_factory
+    step_fn_factory = nested_draft_step_factory(config)
   train_step = jit_train_step(exp, step_fn_factory(exp) if step_fn_factory else None)
 
   scalar_sums, stats_sums, n_acc = None, None, 0

@@ -1,0 +1,107 @@
+"""Train step for a DecoderLM whose width-sliced sub-models are its own speculative drafts (S2D-style).
+
+Each step runs the full model and every draft width in `config.draft.widths` on the same batch with shared
+(sliced) weights. Every width's task losses are summed, and every draft adds a distillation term
+`kd_weight * KL(teacher || draft)` over the target tokens, with the full model as teacher behind a
+stop-gradient. Distilling into the draft raises the speculative acceptance rate, which is the quantity that
+sets the decoding speed-up (mtl/speculative.py). Logged task stats are those of the full model.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from mtl.optim import combine_gradients
+from mtl.tasks.base import TaskSpec
+from mtl.train.state import TrainState
+from mtl.train.step import task_losses_and_stats
+
+
+def distill_kl(teacher_logits: jax.Array, student_logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """Mean KL(softmax(teacher) || softmax(student)) in nats over tokens with targets >= 0.
+
+  teacher_logits, student_logits: [B, L, V]; targets: int [B, L] (negative = padding). The teacher gets
+  no gradient.
+  """
+  if teacher_logits.shape != student_logits.shape:
+    raise ValueError(f"teacher logits {teacher_logits.shape} != student logits {student_logits.shape}")
+  t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), -1)
+  s = jax.nn.log_softmax(student_logits.astype(jnp.float32), -1)
+  kl = jnp.sum(jnp.exp(t) * (t - s), -1)
+  w = (targets >= 0).astype(jnp.float32)
+  return jnp.sum(kl * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def check_draft_config(draft: ml_collections.ConfigDict) -> tuple[tuple[float, ...], float]:
+  """(widths, kd_weight) from `config.draft`, validated."""
+  widths = tuple(float(w) for w in draft.get("widths", ()))
+  if not widths:
+    raise ValueError("config.draft.widths is empty: give the draft widths to train, e.g. (0.25, 0.5)")
+  bad = [w for w in widths if not 0.0 < w < 1.0]
+  if bad:
+    raise ValueError(f"config.draft.widths must lie in (0, 1) (1.0 is the full model, always trained); "
+                     f"got {bad}")
+  kd_weight = float(draft.get("kd_weight", 1.0))
+  if kd_weight < 0:
+    raise ValueError(f"config.draft.kd_weight must be >= 0, got {kd_weight}")
+  return widths, kd_weight
+
+
+def make_nested_draft_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
+                           method, input_key: str, widths: tuple[float, ...], kd_weight: float
+                           ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+  """`step(state, batch) -> (state, metrics)`: full model + drafts at `widths`, with distillation.
+
+  Metrics add 'draft/<w>/loss' (sum of the draft's task losses) and 'draft/<w>/kl' per width.
+  """
+  if not hasattr(model, "slim"):
+    raise ValueError(f"{type(model).__name__} has no width slicing (slim); nested drafts need a DecoderLM")
+  num_tasks = len(tasks)
+
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    x = batch[input_key]
+
+    def task_loss_fn(params):
+      def run(width):
+        return model.apply({"params": params, **state.model_state}, x, train=True, width=width)
+
+      full = run(1.0)
+      full_losses, stats = task_losses_and_stats(full, batch, tasks)
+      total = full_losses
+      draft_metrics = {}
+      for w in widths:
+        out = run(w)
+        losses, _ = task_losses_and_stats(out, batch, tasks)
+        kl = sum(distill_kl(full[t.name], out[t.name], batch[t.target_key]) for t in tasks) / num_tasks
+        total = total + losses + kd_weight * kl / num_tasks
+        draft_metrics[f"draft/{w:g}/loss"] = jnp.sum(losses)
+        draft_metrics[f"draft/{w:g}/kl"] = kl
+      return total, (stats, full_losses, draft_metrics)
+
+    grads, mtl_state, _, (stats, full_losses, draft_metrics), mtl_metrics = combine_gradients(
+        method, state.mtl_state, task_loss_fn, state.params, state.step)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mtl_state=mtl_state)
+    metrics = {"loss": jnp.sum(full_losses), "grad_norm": optax.global_norm(grads),
+               "param_norm": optax.global_norm(params), **draft_metrics}
+    metrics.update({f"loss/{t.name}": full_losses[i] for i, t in enumerate(tasks)})
+    metrics.update({f"mtl/{k}": v for k, v in mtl_metrics.items()})
+    return new_state, {"scalars": metrics, "stats": stats}
+
+  return step
+
+
+def nested_draft_step_factory(config: ml_collections.ConfigDict) -> Callable:
+  """For `loop.train_and_evaluate(..., step_fn_factory=...)` when `config.draft.widths` is set."""
+  widths, kd_weight = check_draft_config(config.draft)
+
+  def factory(exp):
+    return make_nested_draft_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, widths,
+                                  kd_weight)
+  return factory
