@@ -75,6 +75,8 @@ SHARDING_RULES = {
     "data": (),
     "fsdp": ((r".*", "fsdp"),),
     "tensor": ((r".*/kernel", "tensor"),),
+    # MoE expert weights [E, ...] split over 'expert' on their leading axis, the rest replicated.
+    "expert": ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None))),
     # MoE expert weights [E, ...] split over 'expert' on their leading axis, the rest fully sharded.
     "expert_fsdp": ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None)), (r".*", "fsdp")),
 }

@@ -4,6 +4,9 @@ Usage: --config configs/moe_multifashion.py                  (top-2 of 8 experts
        --config configs/moe_multifashion.py:router=task      (a router per task, M3ViT-style)
        --config configs/moe_multifashion.py:moe_every=0      (the same ViT with dense MLPs: the baseline)
        --config configs/moe_multifashion.py:left             (single task, for delta-m)
+       --config configs/moe_multifashion.py:impl=expert_parallel,expert_devices=4
+             (experts sharded over a mesh axis 'expert' of 4 devices with all-to-all dispatch; the batch is split
+              over data x expert; expert weights live on their owners, rule preset 'expert')
 Same data, steps, batch and optimizer as configs/multifashion.py.
 """
 from configs import common
@@ -28,6 +31,10 @@ def get_config(arg: str | None = None):
   c.model.eval_capacity_factor = 2.0
   c.model.router = args.get("router", "topk")
   c.model.moe_impl = args.get("impl", "ragged")
+  c.model.moe_groups = int(args.get("groups", 0))  # 0: one routing group per device of the token split
+  if "expert_devices" in args:
+    c.mesh = {"data": -1, "expert": int(args["expert_devices"])}
+    c.sharding.rules = common.sharding_rules("expert")
   c.model.aux_loss_coef = 1e-2
   c.model.z_loss_coef = 1e-3
   return c

@@ -1,7 +1,9 @@
 """Mesh construction and sharding of batches and parameters.
 
-Mesh axes are named `data`, `fsdp`, `tensor`, `expert`. The batch is split over (`data`, `fsdp`); parameters
-are replicated unless a rule in `config.sharding.rules` shards them (see `param_shardings`).
+Mesh axes are named `data`, `fsdp`, `tensor`, `expert`. The batch is split over (`data`, `fsdp`, `expert`): the
+expert axis doubles as data parallelism for every non-expert layer (as in GShard and MaxText), and MoE layers
+with `impl='expert_parallel'` exchange tokens over it. Parameters are replicated unless a rule in
+`config.sharding.rules` shards them (see `tree_shardings`).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-BATCH_AXES = ("data", "fsdp")
+BATCH_AXES = ("data", "fsdp", "expert")
 
 
 def make_mesh(axis_sizes: Mapping[str, int] | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:

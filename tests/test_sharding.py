@@ -12,6 +12,12 @@ def test_make_mesh_fills_free_axis():
   assert sharding.data_parallel_size(mesh) == 8
 
 
+def test_expert_axis_also_splits_the_batch():
+  mesh = sharding.make_mesh({"data": 2, "expert": 4})
+  assert sharding.data_parallel_size(mesh) == 8
+  assert sharding.batch_sharding(mesh).spec == P(("data", "fsdp", "expert"))
+
+
 @pytest.mark.parametrize("sizes,match", [({"data": 3}, "needs 3 devices"), ({"model": 2}, "unknown mesh axes"),
                                          ({"data": -1, "fsdp": -1}, "at most one"), ({"data": 0}, "positive")])
 def test_make_mesh_errors(sizes, match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import ml_collections
 
@@ -47,13 +48,14 @@ class MultiTaskModel(nn.Module):
 
 
 def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
-                input_shape: tuple[int, ...]) -> nn.Module:
+                input_shape: tuple[int, ...], mesh: jax.sharding.Mesh | None = None) -> nn.Module:
   """Model from `config.model`: `name` in {'multitask', 'taskexpert', 'lm'} plus its sub-configs.
 
   Args:
     model_cfg: `config.model` with `encoder` and `head` sub-configs (see configs/).
     tasks: the tasks to predict, one head each.
     input_shape: example shape without batch, e.g. (36, 36, 1); dense heads predict at its H, W.
+    mesh: the training mesh; models that place computation on its axes (expert-parallel MoE layers) use it.
   """
   name = model_cfg.get("name", "multitask")
   if name == "multitask":
@@ -64,7 +66,7 @@ def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...
     return MultiTaskModel(encoder=build_encoder(model_cfg.encoder), heads=heads)
   if name == "taskexpert":
     from mtl.models.taskexpert import build_taskexpert
-    return build_taskexpert(model_cfg, tasks, input_shape)
+    return build_taskexpert(model_cfg, tasks, input_shape, mesh=mesh)
   if name == "lm":
     from mtl.models.lm import DecoderLM
     return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))

@@ -25,6 +25,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from jax.sharding import Mesh
+
+from mtl.nn.expert_parallel import token_group_devices
 from mtl.nn.moe import IMPLS, ROUTERS, MoEMLP
 from mtl.tasks.base import TaskSpec
 
@@ -147,6 +150,10 @@ class TaskExpertModel(nn.Module):
     num_experts, top_k, capacity_factor, eval_capacity_factor, router, moe_impl, aux_loss_coef, z_loss_coef:
       MoEMLP settings (router 'task' gives each task its own router and backbone pass).
     te_experts, te_hidden: TaskExpert expert networks per layer and their hidden width.
+    moe_groups: routing groups per MoE layer (routing and capacity are per group); 0 = automatic: one per
+      device the tokens are split over for moe_impl='expert_parallel', else 1.
+    mesh: the device mesh, needed by moe_impl='expert_parallel' (set by `build_taskexpert(..., mesh=)`, not
+      by the config).
   """
   task_names: tuple[str, ...]
   heads: Mapping[str, nn.Module]
@@ -167,6 +174,8 @@ class TaskExpertModel(nn.Module):
   z_loss_coef: float = 1e-3
   te_experts: int = 8
   te_hidden: int = 32
+  moe_groups: int = 0
+  mesh: Mesh | None = None
 
   def _validate(self):
     if not self.task_names or len(set(self.task_names)) != len(self.task_names):
@@ -182,9 +191,19 @@ class TaskExpertModel(nn.Module):
     if self.router not in ROUTERS or self.moe_impl not in IMPLS:
       raise ValueError(f"TaskExpertModel: router {self.router!r} / moe_impl {self.moe_impl!r} unknown; "
                        f"expected {ROUTERS} / {IMPLS}")
+    if self.moe_groups < 0:
+      raise ValueError(f"TaskExpertModel: moe_groups must be >= 0 (0 = automatic), got {self.moe_groups}")
+    if self.moe_impl == "expert_parallel" and self.moe_every > 0 and self.mesh is None:
+      raise ValueError("TaskExpertModel: moe_impl='expert_parallel' needs the device mesh; build the model with "
+                       "mtl.models.multitask.build_model(..., mesh=mesh) (the training loop does)")
     if self.variant == "taskexpert" and (self.te_experts < 1 or self.te_hidden < 1):
       raise ValueError(f"TaskExpertModel: te_experts and te_hidden must be >= 1, got {self.te_experts}, "
                        f"{self.te_hidden}")
+
+  def _num_groups(self) -> int:
+    if self.moe_groups:
+      return self.moe_groups
+    return token_group_devices(self.mesh) if self.moe_impl == "expert_parallel" else 1
 
   def _is_moe(self, i: int) -> bool:
     return self.moe_every > 0 and i % self.moe_every == self.moe_every - 1
@@ -205,7 +224,7 @@ class TaskExpertModel(nn.Module):
     moe_cfg = dict(num_experts=self.num_experts, top_k=self.top_k, capacity_factor=self.capacity_factor,
                    eval_capacity_factor=self.eval_capacity_factor, router=self.router,
                    num_tasks=len(self.task_names), impl=self.moe_impl, aux_loss_coef=self.aux_loss_coef,
-                   z_loss_coef=self.z_loss_coef)
+                   z_loss_coef=self.z_loss_coef, num_groups=self._num_groups(), mesh=self.mesh)
     tokens, grid = _Stem(self.patch_size, self.dim, name="stem")(x)
     blocks = [_Block(self.dim, self.num_heads, int(self.dim * self.mlp_ratio),
                      moe=moe_cfg if self._is_moe(i) else None, name=f"block{i}") for i in range(self.depth)]
@@ -239,12 +258,15 @@ class TaskExpertModel(nn.Module):
 
 
 def build_taskexpert(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
-                     input_shape: tuple[int, ...]) -> TaskExpertModel:
-  """`config.model` (name='taskexpert') -> TaskExpertModel; keys other than name/encoder/head are attributes."""
+                     input_shape: tuple[int, ...], mesh: Mesh | None = None) -> TaskExpertModel:
+  """`config.model` (name='taskexpert') -> TaskExpertModel; keys other than name/encoder/head are attributes.
+
+  `mesh` is the training mesh (used by moe_impl='expert_parallel', whose experts live on its 'expert' axis).
+  """
   cfg = model_cfg.to_dict() if isinstance(model_cfg, ml_collections.ConfigDict) else dict(model_cfg)
   kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()
             if k not in ("name", "encoder", "head")}
-  fields = set(TaskExpertModel.__dataclass_fields__) - {"task_names", "heads", "parent", "name"}
+  fields = set(TaskExpertModel.__dataclass_fields__) - {"task_names", "heads", "parent", "name", "mesh"}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
     raise ValueError(f"unknown taskexpert model config keys {unknown}; known: {sorted(fields)}")
@@ -255,4 +277,4 @@ def build_taskexpert(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec
     if dense and out_hw is None:
       raise ValueError(f"task {t.name!r} ({t.kind}) needs image inputs, got input shape {input_shape}")
     heads[t.name] = TaskHead(t.num_outputs, dense=dense, out_hw=out_hw if dense else None)
-  return TaskExpertModel(task_names=tuple(t.name for t in tasks), heads=heads, **kwargs)
+  return TaskExpertModel(task_names=tuple(t.name for t in tasks), heads=heads, mesh=mesh, **kwargs)

@@ -124,8 +124,13 @@ class MoEMLP(nn.Module):
     out_dim = self.out_dim or d
     tokens = _flatten_tokens(x, "MoEMLP")
     n_total = tokens.shape[0]
-    if n_total % self.num_groups:
-      raise ValueError(f"MoEMLP: {n_total} tokens do not split into num_groups={self.num_groups}")
+    # Parameter shapes depend on neither the groups nor the implementation, so `init` (whatever its example
+    # batch, e.g. the loop's batch of 1) runs one group on the single-device dense path.
+    initializing = self.is_initializing()
+    num_groups = 1 if initializing else self.num_groups
+    impl = "dense" if initializing and self.impl == "expert_parallel" else self.impl
+    if n_total % num_groups:
+      raise ValueError(f"MoEMLP: {n_total} tokens do not split into num_groups={num_groups}")
     e = self.num_experts
     router_shape = (self.num_tasks, d, e) if self.router == "task" else (1, d, e)
     router = self.param("router", _batched_init(), router_shape, jnp.float32)[
@@ -140,15 +145,15 @@ class MoEMLP(nn.Module):
       p = ExpertParams(*(a[ids] for a in p))
     p = ExpertParams(*(a.astype(x.dtype) for a in p))
 
-    groups = tokens.reshape(self.num_groups, n_total // self.num_groups, d)
+    groups = tokens.reshape(num_groups, n_total // num_groups, d)
     logits = jnp.einsum("gnd,de->gne", groups, router.astype(x.dtype))
     cf = self.capacity_factor if train or self.eval_capacity_factor is None else self.eval_capacity_factor
     capacity = moe_routing.expert_capacity(groups.shape[1], e, self.top_k, cf)
     routing = moe_routing.group_routing(logits, self.top_k, capacity, renormalize=self.renormalize)
 
-    if self.impl == "dense":
+    if impl == "dense":
       y = jax.vmap(lambda xg, r: experts_dense(xg, r, p, capacity, self.activation))(groups, routing)
-    elif self.impl == "ragged":
+    elif impl == "ragged":
       # Groups only matter for routing / capacity: the grouped matmul runs over all assignments at once.
       flat = moe_routing.Routing(*(None if a is None else a.reshape((-1,) + a.shape[2:]) for a in routing))
       y = experts_ragged(tokens, flat, p, self.activation)

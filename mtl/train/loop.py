@@ -84,7 +84,7 @@ def build_experiment(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh 
   info = data_lib.get_info(config.dataset.name)
   tasks = select_tasks(info.tasks, tuple(config.dataset.get("tasks", ()) or ()))
   mesh = mesh or sharding_lib.make_mesh(dict(config.get("mesh", {"data": -1})))
-  model = build_model(config.model, tasks, tuple(info.input_shape))
+  model = build_model(config.model, tasks, tuple(info.input_shape), mesh=mesh)
   tx = build_optimizer(config.optimizer, config.num_steps)
   method = get_method(config.mtl.method, len(tasks), **dict(config.mtl.get("kwargs", {})))
   state = init_state(model, tx, method, tuple(info.input_shape), config.seed)
@@ -102,8 +102,12 @@ def check_batch(exp: Experiment, batch: dict) -> None:
   if tuple(batch[key].shape[1:]) != tuple(exp.info.input_shape):
     raise ValueError(f"input {key!r} has shape {batch[key].shape[1:]}, the model expects {exp.info.input_shape}")
   one = {k: np.asarray(v)[:1] for k, v in batch.items()}
+  # Shapes only (no compute), at the global batch size: layers that split the batch over devices (MoE routing
+  # groups) need it to divide; the batch dim is then set to 1 to compare with one example's targets.
+  x = jax.ShapeDtypeStruct((exp.config.batch_size,) + tuple(batch[key].shape[1:]), batch[key].dtype)
   outputs = jax.eval_shape(lambda p, s, x: exp.model.apply({"params": p, **s}, x, train=False),
-                           exp.state.params, exp.state.model_state, one[key])
+                           exp.state.params, exp.state.model_state, x)
+  outputs = {n: jax.ShapeDtypeStruct((1,) + o.shape[1:], o.dtype) for n, o in outputs.items()}
   for t in exp.tasks:
     if t.target_key not in batch:
       raise ValueError(f"task {t.name!r}: batch has no targets {t.target_key!r}; keys: {sorted(batch)}")
