@@ -52,6 +52,8 @@ class DecoderLM(nn.Module):
       and both decode kernels). block_size: lightning block.
     tasks: task names of the output dict.
     hidden_dim: GLU width override (used by `slim`).
+    rope: rotary position embedding in softmax mixers (lightning mixers use
+      LRPE and decay). Without it a softmax LM has no position information.
   """
   vocab_size: int
   dim: int
@@ -64,6 +66,7 @@ class DecoderLM(nn.Module):
   tasks: Sequence[str] = ("lm",)
   hidden_dim: int | None = None
   dtype: Any = jnp.float32
+  rope: bool = True
 
   def setup(self):
     if self.mixer not in MIXERS:
@@ -81,7 +84,7 @@ class DecoderLM(nn.Module):
         TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
                          causal=True, mixer=self.mixer, impl=self.impl,
                          block_size=self.block_size, dtype=self.dtype,
-                         name=f"block{i}")
+                         softmax_rope=self.rope, name=f"block{i}")
         for i in range(self.depth)]
     self.norm = SRMSNorm()
     self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
@@ -105,7 +108,7 @@ class DecoderLM(nn.Module):
         mlp_ratio=self.mlp_ratio, mixer=self.mixer, impl=self.impl,
         block_size=self.block_size, tasks=tuple(self.tasks),
         hidden_dim=_scaled(self.glu_hidden, width), dtype=self.dtype,
-        parent=None)
+        rope=self.rope, parent=None)
 
   # --- forward ----------------------------------------------------------------
   def _tokens(self, tokens):
@@ -200,7 +203,8 @@ class DecoderLM(nn.Module):
       mixer = blk.token_mixer
       h = blk.norm(x)
       if self.mixer == "softmax":
-        q, k, v = mixer._qkv(h)                        # [B, C, H, Dh]
+        pos = st["length"][:, None] + jnp.arange(c)[None]
+        q, k, v = mixer._qkv(h, pos)                   # [B, C, H, Dh]
         scale = 1.0 / math.sqrt(self.head_dim)
         kc, vc = st["k"].astype(jnp.float32), st["v"].astype(jnp.float32)
         s_cache = jnp.einsum("bchd,bhld->bhcl", q, kc) * scale

@@ -7,6 +7,11 @@ Decoding: `init_kv_cache(batch, max_len, num_heads, head_dim)` builds a cache
 writes a prompt into it and `SoftmaxAttention.decode_step` consumes one token
 per sequence (x [B, D]) using `kernels.softmax_decode` ('pallas') or the jnp
 reference ('jnp').
+
+Positions: with `rope=True`, q and k are rotated by their absolute positions
+(RoPE, Su et al. 2021: pairs (x_i, x_{i+Dh/2}) rotated by pos * base^(-2i/Dh)),
+so q.k depends only on the relative offset. The cache stores rotated keys; the
+forward uses positions 0..L-1, prefill the same, decode the cache length.
 """
 from __future__ import annotations
 
@@ -23,6 +28,18 @@ KVCache = dict[str, jax.Array]
 
 ATTN_IMPLS = (None, "xla", "cudnn")
 DECODE_IMPLS = ("jnp", "pallas")
+
+
+def rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding of x [..., H, Dh] at integer positions [...] (x.shape[:-2]); Dh even."""
+  dh = x.shape[-1]
+  if dh % 2:
+    raise ValueError(f"rope needs an even head_dim, got {dh}")
+  freq = base ** (-jnp.arange(dh // 2, dtype=jnp.float32) * 2.0 / dh)            # [Dh/2]
+  angle = positions.astype(jnp.float32)[..., None, None] * freq                   # [..., 1, Dh/2]
+  cos, sin = jnp.cos(angle), jnp.sin(angle)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).astype(x.dtype)
 
 
 def init_kv_cache(batch: int, max_len: int, num_heads: int, head_dim: int,
@@ -58,6 +75,8 @@ class SoftmaxAttention(nn.Module):
     decode_impl: 'jnp' (reference) or 'pallas' (kernels.softmax_decode).
     decode_block_k: cache rows per step of the Pallas decode kernel.
     dtype: computation dtype of the projections.
+    rope: rotary position embedding of q and k (needs an even head_dim).
+    rope_base: RoPE frequency base.
   """
   num_heads: int
   head_dim: int
@@ -67,6 +86,8 @@ class SoftmaxAttention(nn.Module):
   decode_impl: str = "jnp"
   decode_block_k: int = 16
   dtype: Any = jnp.float32
+  rope: bool = False
+  rope_base: float = 10000.0
 
   def setup(self):
     if self.num_heads <= 0 or self.head_dim <= 0:
@@ -78,20 +99,32 @@ class SoftmaxAttention(nn.Module):
     if self.decode_impl not in DECODE_IMPLS:
       raise ValueError(f"unknown decode_impl {self.decode_impl!r}; expected "
                        f"one of {DECODE_IMPLS}")
+    if self.rope and self.head_dim % 2:
+      raise ValueError(f"rope needs an even head_dim, got {self.head_dim}")
     self.qkv = nn.DenseGeneral((3, self.num_heads, self.head_dim),
                                dtype=self.dtype, name="qkv")
     self.out = nn.DenseGeneral(self.out_dim or self.num_heads * self.head_dim,
                                axis=(-2, -1), dtype=self.dtype, name="out")
 
-  def _qkv(self, x):
+  def _qkv(self, x, positions=None):
+    """q, k, v [..., H, Dh] of x [..., D]; with `rope`, q and k rotated at positions [...] (x.shape[:-1])."""
     qkv = self.qkv(x)  # [..., 3, H, Dh]
-    return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
+    if self.rope:
+      if positions is None:
+        raise ValueError("SoftmaxAttention with rope needs token positions")
+      q, k = rope(q, positions, self.rope_base), rope(k, positions, self.rope_base)
+    return q, k, v
+
+  def _positions(self, x):
+    b, length = x.shape[:2]
+    return jnp.broadcast_to(jnp.arange(length)[None], (b, length))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """x [B, L, D] -> [B, L, D_out]."""
     if x.ndim != 3:
       raise ValueError(f"SoftmaxAttention expects x [B, L, D], got {x.shape}")
-    q, k, v = self._qkv(x)  # [B, L, H, Dh]
+    q, k, v = self._qkv(x, self._positions(x))  # [B, L, H, Dh]
     o = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal,
                                      implementation=self.implementation)
     return self.out(o)
@@ -110,7 +143,7 @@ class SoftmaxAttention(nn.Module):
     if length > cache["k"].shape[2]:
       raise ValueError(f"prompt length {length} exceeds cache length "
                        f"{cache['k'].shape[2]}")
-    q, k, v = self._qkv(x)
+    q, k, v = self._qkv(x, self._positions(x))
     o = jax.nn.dot_product_attention(q, k, v, is_causal=True,
                                      implementation=self.implementation)
     kt, vt = (jnp.swapaxes(a, 1, 2).astype(cache["k"].dtype) for a in (k, v))
@@ -131,8 +164,8 @@ class SoftmaxAttention(nn.Module):
     if x.ndim != 2:
       raise ValueError(f"decode_step expects x [B, D], got {x.shape}")
     _check_cache(cache, x.shape[0], self.num_heads, self.head_dim)
-    q, k, v = self._qkv(x)  # [B, H, Dh]
     pos = cache["length"]
+    q, k, v = self._qkv(x, pos)  # [B, H, Dh]
     hot = jax.nn.one_hot(pos, cache["k"].shape[2], dtype=bool)[:, None, :, None]
     kc = jnp.where(hot, k[:, :, None].astype(cache["k"].dtype), cache["k"])
     vc = jnp.where(hot, v[:, :, None].astype(cache["v"].dtype), cache["v"])

@@ -198,6 +198,7 @@ class TransNormerBlock(nn.Module):
   impl: str = "jnp"
   block_size: int = 64
   use_lrpe: bool = True
+  softmax_rope: bool = False
   glu_activation: str = "none"
   dtype: Any = jnp.float32
 
@@ -220,7 +221,8 @@ class TransNormerBlock(nn.Module):
     else:
       self.token_mixer = SoftmaxAttention(
           self.num_heads, head_dim, causal=self.causal, out_dim=self.dim,
-          decode_impl=self.impl, dtype=self.dtype, name="mixer")
+          decode_impl=self.impl, dtype=self.dtype, rope=self.softmax_rope,
+          name="mixer")
     self.glu = GLU(hidden, out_dim=self.dim, activation=self.glu_activation,
                    dtype=self.dtype, name="glu")
     self.norm = SRMSNorm()
