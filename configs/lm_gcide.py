@@ -3,8 +3,8 @@
 arg: 'mixer=softmax' or 'mixer=lightning' (default), optional 'tasks=definition+reverse',
 'draft=0.25+0.5' (train nested speculative drafts at these widths, distilled from the full model; see
 mtl/train/nested_draft.py), and size overrides 'dim=', 'depth=', 'heads=', 'steps=', 'batch=' for small runs.
-Needs the lead to register dataset 'gcide_text' (mtl.data.text.datasets) and model name 'lm'
-(mtl.models.lm.DecoderLM(**config.model.lm, tasks=task names)).
+Dataset 'gcide_text' (mtl/data/text/datasets.py), model 'lm' (mtl.models.lm.DecoderLM). A 2-CPU-core run
+and its results: docs/lm.md.
 """
 import ml_collections
 
