@@ -82,6 +82,30 @@ SHARDING_RULES = {
 }
 
 
+def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
+                      pool_size: int = 8, cikd_weight: float = 1.0) -> ml_collections.ConfigDict:
+  """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
+  heads at `widths`, trained with the sandwich rule (largest, smallest and one random configuration of a pool
+  of `pool_size` per step) and CIKD on the encoder features weighted by `cikd_weight`."""
+  c.control = ml_collections.ConfigDict()
+  c.control.enabled = True
+  c.control.widths = tuple(widths)
+  c.control.num_random = 1
+  c.control.pool_size = pool_size
+  c.control.cikd_weight = cikd_weight
+  c.control.cikd_normalize = False
+  c.model.encoder.widths = c.control.widths
+  c.model.head.widths = c.control.widths
+  return c
+
+
+def apply_expert_devices(c: ml_collections.ConfigDict, args: dict) -> None:
+  """arg 'expert_devices=N': mesh {'data': -1, 'expert': N} and expert weights sharded on their owners."""
+  if "expert_devices" in args:
+    c.mesh = {"data": -1, "expert": int(args["expert_devices"])}
+    c.sharding.rules = sharding_rules("expert")
+
+
 def sharding_rules(name: str) -> tuple:
   """A preset of `SHARDING_RULES`; unknown names raise."""
   if name not in SHARDING_RULES:

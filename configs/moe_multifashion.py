@@ -32,9 +32,7 @@ def get_config(arg: str | None = None):
   c.model.router = args.get("router", "topk")
   c.model.moe_impl = args.get("impl", "ragged")
   c.model.moe_groups = int(args.get("groups", 0))  # 0: one routing group per device of the token split
-  if "expert_devices" in args:
-    c.mesh = {"data": -1, "expert": int(args["expert_devices"])}
-    c.sharding.rules = common.sharding_rules("expert")
+  common.apply_expert_devices(c, args)
   c.model.aux_loss_coef = 1e-2
   c.model.z_loss_coef = 1e-3
   return c
