@@ -3,9 +3,7 @@
   python -m experiments.train --config configs/control_multifashion.py --workdir workdirs/ctrl_mf
   python -m experiments.control --workdir workdirs/ctrl_mf --budget 0.5 --preference 0.7,0.3
 """
-import ml_collections
-
-from configs import multifashion
+from configs import common, multifashion
 
 
 def get_config(arg: str | None = None):
@@ -13,13 +11,4 @@ def get_config(arg: str | None = None):
   c.num_steps = 1500
   c.model.encoder.stage_channels = (16, 32, 64)
   c.model.head.hidden_dim = 64
-  c.control = ml_collections.ConfigDict()
-  c.control.enabled = True
-  c.control.widths = (0.25, 0.5, 0.75, 1.0)
-  c.control.num_random = 1
-  c.control.pool_size = 6
-  c.control.cikd_weight = 1.0
-  c.control.cikd_normalize = False
-  c.model.encoder.widths = c.control.widths
-  c.model.head.widths = c.control.widths
-  return c
+  return common.make_controllable(c, pool_size=6)

@@ -8,17 +8,25 @@ r"""Budget + preference -> width configuration, and the controllability table of
 the search picks from them; the chosen configuration is then evaluated on the test split. The controllability
 report (rank correlation of preference vs performance at each budget, performance vs budget) goes to --json,
 and the Pareto-front and budget-curve PNGs to the workdir.
+
+--fixed_width_runs 0.5=DIR,1.0=DIR2 compares with independently trained fixed-width models (e.g.
+`configs/fashion_scenes.py:width=0.5`, the same channel counts as the slimmable model at width 0.5): the
+slimmable model is evaluated on the test split at the uniform configuration (encoder and every head at that
+width) and delta-m (%, > 0: the controllable model is better) is computed against each run's test metrics.
 """
 from __future__ import annotations
 
 import json
 import os
 
+import ml_collections
 from absl import app, flags, logging
 
 from mtl import evaluate as evaluate_lib
 from mtl.control import controllability, search as search_lib
 from mtl.control.table import load_or_measure, parse_preference
+from mtl.control.macs import count_macs, count_macs_from_config
+from mtl.control.widths import WidthConfig
 from mtl.train import loop
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run trained with a control config.")
@@ -28,8 +36,60 @@ _NUM_CONFIGS = flags.DEFINE_integer("num_configs", 16, "Width configurations to 
 _BUDGETS = flags.DEFINE_string("report_budgets", "0.25,0.5,0.75,1.0", "Budget fractions of the report.")
 _SWEEP = flags.DEFINE_integer("preference_points", 5, "Preference vectors per budget in the report.")
 _MAX_BATCHES = flags.DEFINE_integer("max_val_batches", None, "Limit validation batches per configuration.")
+_FIXED = flags.DEFINE_string("fixed_width_runs", None,
+                             "width=workdir pairs of fixed-width runs to compare with, comma-separated.")
 _JSON = flags.DEFINE_string("json", None, "Write the chosen config and the controllability report here.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def parse_fixed_runs(value: str) -> list[tuple[float, str]]:
+  """'0.5=DIR,1.0=DIR2' -> [(0.5, 'DIR'), (1.0, 'DIR2')]; bad widths or missing results name the problem."""
+  out = []
+  for part in value.split(","):
+    width, sep, workdir = part.partition("=")
+    try:
+      w = float(width)
+    except ValueError:
+      w = -1.0
+    if not sep or not workdir or not 0.0 < w <= 1.0:
+      raise ValueError(f"--fixed_width_runs entry {part!r} must be <width in (0, 1]>=<workdir>")
+    if not os.path.exists(os.path.join(workdir, "results.json")):
+      raise ValueError(f"fixed-width run {workdir!r} has no results.json (train it to the end first)")
+    out.append((w, workdir))
+  return out
+
+
+def compare_fixed_width(exp, state, runs: list[tuple[float, str]]) -> list[dict]:
+  """Test metrics of the slimmable model at each uniform width vs the fixed-width run's, with delta-m."""
+  names = [t.name for t in exp.tasks]
+  hib = {t.name: t.higher_is_better for t in exp.tasks}
+  split = exp.config.dataset.get("test_split", "test")
+  out = []
+  for width, workdir in runs:
+    config = WidthConfig.create(width, {n: width for n in names}).validate(exp.config.control.widths, names)
+    with open(os.path.join(workdir, "results.json")) as f:
+      fixed_test = json.load(f)["test"]
+    missing = sorted(set(names) - set(fixed_test))
+    if missing:
+      raise ValueError(f"fixed-width run {workdir!r} has no test metrics for task(s) {missing}")
+    ours = loop.evaluate_split(exp, state, split, model_kwargs=config.apply_kwargs())
+    main_ours = evaluate_lib.main_metrics(ours, exp.tasks)
+    main_fixed = evaluate_lib.main_metrics(fixed_test, exp.tasks)
+    shape = tuple(exp.info.input_shape)
+    macs = count_macs(exp.model, config, shape)["total"]
+    with open(os.path.join(workdir, "config.json")) as f:
+      fixed_model_cfg = ml_collections.ConfigDict(json.load(f)["model"])
+    full = WidthConfig.create(1.0, {n: 1.0 for n in names})
+    fixed_macs = count_macs_from_config(fixed_model_cfg, exp.tasks, full, shape)["total"]
+    out.append({"width": width, "fixed_workdir": workdir, "config": config.key(), "controllable": main_ours,
+                "fixed": main_fixed, "delta_m": evaluate_lib.delta_m(main_ours, main_fixed, hib),
+                "macs": macs, "fixed_macs": fixed_macs})
+    print(f"\nwidth {width}: controllable {config.key()} ({macs:,} MACs) vs fixed-width run {workdir} "
+          f"({fixed_macs:,} MACs)")
+    for n in names:
+      print(f"  {n:12s} controllable {main_ours[n]:.4f}  fixed {main_fixed[n]:.4f}")
+    print(f"  delta-m vs fixed-width: {out[-1]['delta_m']:+.2f}%")
+  return out
 
 
 def main(argv):
@@ -67,10 +127,11 @@ def main(argv):
                                             higher_is_better=hib))
   pngs.append(controllability.plot_budget_curves(report, os.path.join(_WORKDIR.value, "budget_curves.png")))
   print("plots:", ", ".join(pngs))
+  fixed = compare_fixed_width(exp, state, parse_fixed_runs(_FIXED.value)) if _FIXED.value else []
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"chosen": chosen.to_json(), "test": test, "budget_macs": budget, "full_macs": full,
-                 "report": report, "table": [m.to_json() for m in table]}, f, indent=1)
+                 "report": report, "table": [m.to_json() for m in table], "fixed_width": fixed}, f, indent=1)
 
 
 if __name__ == "__main__":

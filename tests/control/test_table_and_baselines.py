@@ -64,3 +64,26 @@ def test_evaluate_with_json_baselines(trained, tmp_path):
   np.testing.assert_allclose(dm, 100 * np.mean([(main[t] - 0.5) / 0.5 for t in main]))
   with pytest.raises(ValueError, match="not task=WORKDIR"):
     evaluate.read_baselines("nonsense", "test")
+
+
+def test_compare_with_fixed_width_run(trained, tmp_path):
+  from experiments import control as control_cli
+  from mtl.evaluate import delta_m
+  from mtl.nn.slimmable import scale_channels
+  fixed = synthetic_config(2, every_steps=100)  # the same channels as the slimmable model at width 0.5
+  fixed.model.encoder.stage_channels = tuple(scale_channels(c, 0.5, 8) for c in (8, 16))
+  fixed.model.head.hidden_dim = scale_channels(16, 0.5, 8)
+  loop.data_lib = synthetic_data
+  loop.train_and_evaluate(fixed, str(tmp_path / "fixed"), progress=False)
+  exp, state, _ = loop.restore_experiment(trained)
+  runs = control_cli.parse_fixed_runs(f"0.5={tmp_path / 'fixed'}")
+  (row,) = control_cli.compare_fixed_width(exp, state, runs)
+  assert row["config"] == "enc=0.5,even=0.5,odd=0.5"
+  assert row["macs"] == row["fixed_macs"] > 0  # same architecture, same compute
+  fixed_test = json.load(open(tmp_path / "fixed" / "results.json"))["test"]
+  assert row["fixed"] == {t: fixed_test[t]["accuracy"] for t in ("even", "odd")}
+  np.testing.assert_allclose(row["delta_m"], delta_m(row["controllable"], row["fixed"], {"even": True, "odd": True}))
+  with pytest.raises(ValueError, match="width in \\(0, 1\\]"):
+    control_cli.parse_fixed_runs(f"2={tmp_path / 'fixed'}")
+  with pytest.raises(ValueError, match="no results.json"):
+    control_cli.parse_fixed_runs(f"0.5={tmp_path}")

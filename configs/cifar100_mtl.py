@@ -1,0 +1,40 @@
+"""CIFAR100-MTL: 20 tasks (one per CIFAR-100 superclass, a 5-way choice among its classes); every image is
+labelled for its own superclass's task only (per-sample task masks). Conv encoder + classification heads.
+
+The images come from the upstream cifar-100-binary files, which the user downloads once (no network at run
+time): point $MTL_CIFAR100_DIR at the folder with train.bin and test.bin, or put it at
+<data_dir>/downloads/manual/cifar-100-binary (see mtl/data/sources.py).
+
+Usage: --config configs/cifar100_mtl.py                       (all 20 tasks, full width)
+       --config configs/cifar100_mtl.py:fish+flowers          (a subset of tasks)
+       --config configs/cifar100_mtl.py:width=0.5             (fixed-width baseline for control_cifar100_mtl)
+       --config configs/cifar100_mtl.py:steps=200,batch=64    (short runs)
+"""
+from configs import common
+from mtl.nn import slimmable
+
+STAGE_CHANNELS = (32, 64, 128)
+HEAD_HIDDEN = 64
+GROUP = 8
+
+
+def get_config(arg: str | None = None):
+  c = common.base_config()
+  args = common.parse_arg(arg)
+  c.dataset.name = "cifar100_mtl"
+  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
+  c.num_steps = int(args.get("steps", 10000))
+  c.batch_size = int(args.get("batch", 128))
+  c.eval_batch_size = 500
+  c.log_every = 100
+  c.checkpoint.every_steps = min(2000, c.num_steps)
+  c.optimizer.learning_rate = float(args.get("lr", 2e-3))
+  c.optimizer.warmup_steps = min(200, c.num_steps // 10)
+  c.optimizer.weight_decay = 5e-4
+  width = float(args.get("width", 1.0))
+  if not 0.0 < width <= 1.0:
+    raise ValueError(f"cifar100_mtl: width must be in (0, 1], got {width}")
+  c.model.encoder.name = "conv"
+  c.model.encoder.stage_channels = tuple(slimmable.scale_channels(ch, width, GROUP) for ch in STAGE_CHANNELS)
+  c.model.head.hidden_dim = slimmable.scale_channels(HEAD_HIDDEN, width, GROUP)
+  return c

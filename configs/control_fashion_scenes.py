@@ -1,0 +1,19 @@
+"""Controllable dense multi-task model on fashion scenes (Aich et al., ICCV 2023): slimmable conv encoder and
+slimmable dense heads (semseg, depth, edges), sandwich rule + CIKD on the encoder features. The heads run at
+full resolution, so unlike MultiFashion's classifiers they carry a real share of the MACs and the preference
+over tasks moves compute between them.
+
+  python -m experiments.train --config configs/control_fashion_scenes.py --workdir workdirs/ctrl_fs
+  python -m experiments.control --workdir workdirs/ctrl_fs --budget 0.5 --preference 0.6,0.2,0.2 \
+      --fixed_width_runs 0.5=workdirs/fs_w0.5,1.0=workdirs/fs_w1
+(the fixed-width runs: --config configs/fashion_scenes.py:width=0.5, ...; same steps and batch).
+Args as configs/fashion_scenes.py (tasks, steps=, batch=, lr=), except width.
+"""
+from configs import common, fashion_scenes
+
+
+def get_config(arg: str | None = None):
+  if "width=" in (arg or ""):
+    raise ValueError("control_fashion_scenes trains every width; 'width=' is for configs/fashion_scenes.py")
+  c = fashion_scenes.get_config(arg)
+  return common.make_controllable(c, pool_size=8)
