@@ -24,5 +24,5 @@ def get_config(arg: str | None = None):
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
       vocab_size=vocab, dim=int(args.get("dim", 64)), depth=2, num_heads=2, mlp_ratio=2.0,
-      mixer=args.get("mixer", "lightning"), block_size=16))
+      mixer=args.get("mixer", "lightning"), block_size=16, rope=True))
   return c

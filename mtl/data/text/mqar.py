@@ -63,3 +63,34 @@ def batch(seed: int, index: int, size: int, seq_len: int, num_kv: int,
     toks.append(t)
     tgts.append(y)
   return np.stack(toks), np.stack(tgts)
+
+
+def elimination_recall(num_kv: int) -> np.ndarray:
+  """Recall of the shortcut that guesses uniformly among the context values not yet queried, per query order.
+
+  The j-th query (0-based) in a sequence has num_kv - j candidates left: recall 1 / (num_kv - j); the mean over
+  queries is H(num_kv) / num_kv (0.52 for 4 pairs, 0.34 for 8; a little more when values repeat, since they are
+  drawn with replacement). A model at this level has learnt which values were already asked, not which value
+  belongs to which key. Returns float64 [num_kv].
+  """
+  if num_kv < 1:
+    raise ValueError(f"num_kv must be >= 1, got {num_kv}")
+  return 1.0 / (num_kv - np.arange(num_kv, dtype=np.float64))
+
+
+def recall_by_query_order(targets: np.ndarray, predictions: np.ndarray, num_kv: int) -> np.ndarray:
+  """Recall of the j-th query of each sequence (in sequence order), j = 0..num_kv-1.
+
+  Args: targets int [B, L] (-1 where no query), predictions int [B, L]. Returns float64 [num_kv]; compare with
+  `elimination_recall(num_kv)`.
+  """
+  targets, predictions = np.asarray(targets), np.asarray(predictions)
+  if targets.shape != predictions.shape or targets.ndim != 2:
+    raise ValueError(f"targets {targets.shape} and predictions {predictions.shape} must both be [B, L]")
+  mask = targets >= 0
+  counts = mask.sum(1)
+  if np.any(counts != num_kv):
+    raise ValueError(f"every sequence must hold num_kv={num_kv} queries; got counts {sorted(set(counts.tolist()))}")
+  order = np.cumsum(mask, 1) - 1  # query index at each query position
+  correct = (predictions == targets) & mask
+  return np.array([correct[mask & (order == j)].mean() for j in range(num_kv)], np.float64)

@@ -31,3 +31,22 @@ def test_batch_is_deterministic_and_args_checked():
     mqar.example(np.random.default_rng(0), 10, 4, 32)
   with pytest.raises(ValueError, match="vocab_size"):
     mqar.example(np.random.default_rng(0), 64, 8, 16)
+
+
+def test_recall_by_query_order_and_elimination_shortcut():
+  num_kv = 4
+  toks, tgts = mqar.batch(0, 0, 2000, 32, num_kv, 512)  # 256 values: repeated values (which help the shortcut) are rare
+  np.testing.assert_allclose(mqar.recall_by_query_order(tgts, tgts, num_kv), np.ones(num_kv))
+  # The shortcut: guess uniformly among the context values whose keys were not queried yet.
+  rng = np.random.default_rng(0)
+  guess = np.full_like(tgts, -2)
+  for b in range(len(toks)):
+    remaining = list(toks[b, 1:2 * num_kv:2])
+    for p in np.nonzero(tgts[b] >= 0)[0]:
+      guess[b, p] = remaining[rng.integers(len(remaining))]
+      remaining.remove(tgts[b, p])  # the answer appears next in the input, so it is known to be used
+  got = mqar.recall_by_query_order(tgts, guess, num_kv)
+  np.testing.assert_allclose(got, mqar.elimination_recall(num_kv), atol=0.04)
+  np.testing.assert_allclose(mqar.elimination_recall(4).mean(), (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
+  with pytest.raises(ValueError, match="num_kv=3"):
+    mqar.recall_by_query_order(tgts, tgts, 3)
