@@ -28,7 +28,7 @@ from mtl.train.metric_writer import MetricWriter
 from mtl.train.optimizer import build_optimizer
 from mtl.train.preemption import PreemptionWatcher
 from mtl.train.state import TrainState, param_count
-from mtl.train.step import make_eval_step, make_train_step
+from mtl.train.step import ScheduledStep, make_eval_step, make_train_step
 
 
 class TrainingDivergedError(RuntimeError):
@@ -115,6 +115,23 @@ def check_batch(exp: Experiment, batch: dict) -> None:
                                                       t.num_outputs)
     if problem:
       raise ValueError(f"shape mismatch between data and the head of task {t.name!r} ({t.kind}): {problem}")
+
+
+def step_runner(exp: Experiment, step_fn: Callable | ScheduledStep | None = None
+                ) -> Callable[[TrainState, dict, int], tuple[TrainState, dict]]:
+  """`run(state, batch, step)` for a plain step function (one compilation) or a `ScheduledStep` (one
+  compilation per variant, made the first time a step needs it)."""
+  if not isinstance(step_fn, ScheduledStep):
+    jitted = jit_train_step(exp, step_fn)
+    return lambda state, batch, step: jitted(state, batch)
+  compiled: dict = {}
+
+  def run(state, batch, step):
+    key = step_fn.key_for_step(step)
+    if key not in compiled:
+      compiled[key] = jit_train_step(exp, step_fn.build(key))
+    return compiled[key](state, batch)
+  return run
 
 
 def jit_train_step(exp: Experiment, step_fn: Callable | None = None) -> Callable:
@@ -216,7 +233,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   if step_fn_factory is None and config.get("draft", {}).get("widths", ()):
     from mtl.train.nested_draft import nested_draft_step_factory
     step_fn_factory = nested_draft_step_factory(config)
-  train_step = jit_train_step(exp, step_fn_factory(exp) if step_fn_factory else None)
+  train_step = step_runner(exp, step_fn_factory(exp) if step_fn_factory else None)
 
   scalar_sums, stats_sums, n_acc = None, None, 0
   t_first, examples_timed, steps_timed = None, 0, 0
@@ -230,7 +247,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
       batch = next(train_iter)
       if step == start + 1:
         check_batch(exp, batch)
-      state, out = train_step(state, sharding_lib.shard_batch(batch, exp.mesh))
+      state, out = train_step(state, sharding_lib.shard_batch(batch, exp.mesh), step)
       if step == start + 1:
         jax.block_until_ready(state)
         t_first = time.perf_counter()

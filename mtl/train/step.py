@@ -1,7 +1,8 @@
 """The jitted, sharded train and eval steps of a multi-task model."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import dataclasses
+from typing import Any, Callable, Hashable, Mapping
 
 import flax.linen as nn
 import jax
@@ -14,6 +15,18 @@ from mtl.tasks.base import TaskSpec
 from mtl.train.state import TrainState
 
 MUTABLE_TRAIN = ("aux_loss", "metrics", "batch_stats")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduledStep:
+  """A train step whose static structure changes with the step number (e.g. which sub-networks it trains).
+
+  `key_for_step(step)` (host-side, deterministic, 1-based step) names the variant; `build(key)` returns that
+  variant's unjitted `step(state, batch) -> (state, metrics)`. The loop compiles each variant once, when first
+  needed, with the same shardings, and runs the one of each step.
+  """
+  key_for_step: Callable[[int], Hashable]
+  build: Callable[[Hashable], Callable]
 
 
 def sum_sown(tree: Any) -> jnp.ndarray:

@@ -11,7 +11,8 @@ from mtl.control import widths as widths_lib
 from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
-from mtl.train.sandwich import make_sandwich_train_step, random_pool
+from mtl.train.sandwich import make_sandwich_train_step, pool_picks, random_pool, sandwich_step_factory
+from mtl.train.step import ScheduledStep
 from mtl.train.step import task_losses_and_stats
 
 
@@ -33,18 +34,17 @@ def test_sandwich_loss_is_sum_over_configs_plus_cikd():
   config = _control_config()
   mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
   exp = loop.build_experiment(config, mesh)
-  step = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, config.seed)
+  picks = pool_picks(config.seed, 1, 1, 3)
+  step = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, config.seed,
+                                  picks)
   batch = next(synthetic_data.make_loader("synthetic", "train", batch_size=16))
   batch = {k: jnp.asarray(v) for k, v in batch.items()}
   _, out = jax.jit(step)(exp.state, batch)
 
   names = [t.name for t in exp.tasks]
   state = exp.state
-  rng = jax.random.fold_in(state.rng, state.step)
-  _, pick_rng = jax.random.split(rng)
-  pick = int(jax.random.randint(pick_rng, (1,), 0, 3)[0])
   pool = random_pool(config.control, names, config.seed)
-  configs = [widths_lib.largest((0.5, 1.0), names), widths_lib.smallest((0.5, 1.0), names), pool[pick]]
+  configs = [widths_lib.largest((0.5, 1.0), names), widths_lib.smallest((0.5, 1.0), names), pool[picks[0]]]
   total, feats = 0.0, []
   for cfg in configs:
     o, f = exp.model.apply({"params": state.params}, batch["image"], train=True, return_features=True,
@@ -67,12 +67,34 @@ def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
   assert set(metrics) == {"even", "odd"} and all(0 <= m["accuracy"] <= 1 for m in metrics.values())
 
 
+def test_scheduled_step_picks_are_deterministic_and_cover_the_pool(monkeypatch):
+  config = _control_config()
+  exp = loop.build_experiment(config)
+  scheduled = sandwich_step_factory(config)(exp)
+  assert isinstance(scheduled, ScheduledStep)
+  keys = [scheduled.key_for_step(s) for s in range(1, 61)]
+  assert keys == [pool_picks(config.seed, s, 1, 3) for s in range(1, 61)]  # a resumed run redraws the same
+  assert {k for k in keys} == {(0,), (1,), (2,)}
+  # The loop compiles one variant per distinct pick, not one per step.
+  built = []
+  original = scheduled.build
+  runner = loop.step_runner(exp, ScheduledStep(scheduled.key_for_step, lambda k: built.append(k) or original(k)))
+  batch = next(synthetic_data.make_loader("synthetic", "train", batch_size=16))
+  state = exp.state
+  for s in range(1, 7):
+    state, _ = runner(state, sharding.shard_batch(batch, exp.mesh), s)
+  assert sorted(built) == sorted({pool_picks(config.seed, s, 1, 3) for s in range(1, 7)})
+
+
 def test_bad_control_values_are_named():
   config = _control_config()
   config.control.num_random = -1
   exp = loop.build_experiment(config)
   with pytest.raises(ValueError, match="control.num_random"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0)
+  config.control.num_random = 1
+  with pytest.raises(ValueError, match="indices into the pool"):
+    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0, picks=(5,))
 
 
 def test_pool_covers_every_intermediate_encoder_width():
