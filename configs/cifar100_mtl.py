@@ -5,6 +5,10 @@ The images come from the upstream cifar-100-binary files, which the user downloa
 time): point $MTL_CIFAR100_DIR at the folder with train.bin and test.bin, or put it at
 <data_dir>/downloads/manual/cifar-100-binary (see mtl/data/sources.py).
 
+  python -m experiments.train --config configs/cifar100_mtl.py --workdir workdirs/c100_w1
+Defaults: 10000 steps, batch 128, Adam lr 2e-3 (cosine, 200 warmup steps), weight decay 5e-4; args: tasks,
+steps=, batch=, lr=, width= (unknown args raise).
+
 Usage: --config configs/cifar100_mtl.py                       (all 20 tasks, full width)
        --config configs/cifar100_mtl.py:fish+flowers          (a subset of tasks)
        --config configs/cifar100_mtl.py:width=0.5             (fixed-width baseline for control_cifar100_mtl)
@@ -16,11 +20,15 @@ from mtl.nn import slimmable
 STAGE_CHANNELS = (32, 64, 128)
 HEAD_HIDDEN = 64
 GROUP = 8
+ARGS = ("tasks", "steps", "batch", "lr", "width")
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
   args = common.parse_arg(arg)
+  unknown = sorted(set(args) - set(ARGS))
+  if unknown:
+    raise ValueError(f"cifar100_mtl: unknown arg(s) {unknown} in {arg!r}; known: {', '.join(ARGS)}")
   c.dataset.name = "cifar100_mtl"
   c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
   c.num_steps = int(args.get("steps", 10000))

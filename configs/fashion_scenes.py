@@ -3,6 +3,11 @@
 better), 'edges' (item boundaries, F1). Shared conv encoder (stride 8 feature map) + one dense head per task
 (conv, bilinear upsampling to 64x64, conv).
 
+  python -m experiments.train --config configs/fashion_scenes.py --workdir workdirs/fs_w1
+  python -m experiments.train --config configs/fashion_scenes.py:width=0.5 --workdir workdirs/fs_w0.5
+Defaults: 3000 steps, batch 64, Adam lr 3e-3 (cosine, 100 warmup steps); args: tasks, steps=, batch=, lr=,
+width= (unknown args raise).
+
 Usage: --config configs/fashion_scenes.py                  (all three tasks, full width)
        --config configs/fashion_scenes.py:semseg           (single task; 'semseg+depth' for two)
        --config configs/fashion_scenes.py:width=0.5        (an independently trained fixed-width model: every
@@ -16,11 +21,15 @@ from mtl.nn import slimmable
 STAGE_CHANNELS = (16, 32, 64)
 HEAD_HIDDEN = 32
 GROUP = 8
+ARGS = ("tasks", "steps", "batch", "lr", "width")
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
   args = common.parse_arg(arg)
+  unknown = sorted(set(args) - set(ARGS))
+  if unknown:
+    raise ValueError(f"fashion_scenes: unknown arg(s) {unknown} in {arg!r}; known: {', '.join(ARGS)}")
   c.dataset.name = "fashion_scenes"
   c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
   c.num_steps = int(args.get("steps", 3000))

@@ -1,16 +1,22 @@
-"""Every config in configs/ builds, and its model initialises (shapes only) on its dataset's input and tasks."""
+"""Every config in configs/ builds, passes the loop's config validation, and its model initialises (shapes only)
+on its dataset's input and tasks; the controllable dense and CIFAR100-MTL models at several width configs."""
 import glob
 import importlib
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
+from mtl.control import widths as widths_lib
 from mtl.control.macs import count_macs
 from mtl.control.widths import WidthConfig
 from mtl.data import registry
+from mtl.models.heads import DENSE_KINDS
 from mtl.models.multitask import build_model
+from mtl.tasks.base import select_tasks
+from mtl.train.loop import validate_config
 
 CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(os.path.dirname(__file__), "..", "..",
                                                                              "configs", "*.py"))
@@ -24,7 +30,7 @@ def _load(name, arg=None):
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_builds_and_model_initialises(name):
   c = _load(name)
-  assert c.num_steps > 0 and c.batch_size > 0 and c.dataset.name
+  validate_config(c)
   if c.dataset.name not in registry.names():  # text datasets: the LM is covered by tests/models/test_lm.py
     return
   spec = registry.get_spec(c.dataset.name)
@@ -50,6 +56,29 @@ def test_fixed_width_configs_match_the_slimmed_controllable_model(fixed, control
     assert got == want, (w, got, want)
 
 
+@pytest.mark.parametrize("name,real", [("control_fashion_scenes", True), ("control_cifar100_mtl", False)])
+def test_forward_pass_at_every_kind_of_width_config(name, real):
+  """The model of a CPU-sized run of the controllable config at full width (the architecture of the fixed-width
+  config), at the smallest configuration and at one with mixed encoder / head widths: a real forward pass of one
+  example for the dense heads, shapes only for the 20 CIFAR heads (kept fast)."""
+  c = _load(name, "steps=2,batch=2")
+  assert (c.num_steps, c.batch_size) == (2, 2)
+  spec = registry.get_spec(c.dataset.name)
+  names = [t.name for t in spec.tasks]
+  model = build_model(c.model, spec.tasks, tuple(spec.input_shape))
+  x = jnp.asarray(np.random.default_rng(0).random((1,) + tuple(spec.input_shape)), jnp.float32)
+  configs = [widths_lib.largest(c.control.widths, names), widths_lib.smallest(c.control.widths, names),
+             WidthConfig.create(0.5, {n: (0.25, 1.0)[i % 2] for i, n in enumerate(names)})]
+  run = (lambda f, *a: f(*a)) if real else jax.eval_shape
+  variables = run(model.init, jax.random.PRNGKey(0), x)
+  for cfg in configs:
+    out = run(lambda v, x, kw=cfg.apply_kwargs(): model.apply(v, x, **kw), variables, x)
+    for t in spec.tasks:
+      want = (1,) + (tuple(spec.input_shape[:2]) if t.kind in DENSE_KINDS else ()) + (t.num_outputs,)
+      assert out[t.name].shape == want, (cfg.key(), t.name, out[t.name].shape)
+      assert not real or bool(jnp.all(jnp.isfinite(out[t.name]))), (cfg.key(), t.name)
+
+
 def test_bad_config_args_are_named():
   with pytest.raises(ValueError, match=r"width must be in \(0, 1\]"):
     _load("fashion_scenes", "width=1.5")
@@ -57,4 +86,11 @@ def test_bad_config_args_are_named():
     _load("control_fashion_scenes", "width=0.5")
   with pytest.raises(ValueError, match="trains every width"):
     _load("control_cifar100_mtl", "width=0.5")
+  with pytest.raises(ValueError, match=r"width must be in \(0, 1\]"):
+    _load("cifar100_mtl", "width=0")
+  for name in ("fashion_scenes", "control_fashion_scenes", "cifar100_mtl", "control_cifar100_mtl"):
+    with pytest.raises(ValueError, match=r"unknown arg\(s\) \['stpes'\]"):
+      _load(name, "stpes=20")
   assert _load("fashion_scenes", "semseg+depth").dataset.tasks == ("semseg", "depth")
+  with pytest.raises(ValueError, match="unknown task name"):  # raised when the loop selects the tasks
+    select_tasks(registry.get_spec("fashion_scenes").tasks, _load("fashion_scenes", "seg").dataset.tasks)
