@@ -6,5 +6,5 @@ cikd.py             cikd_loss: student encoder features vs stop-gradient full-wi
 macs.py             exact MAC counts (closed form, jaxpr-traced, XLA per-op check)
 search.py           budget + task preference -> WidthConfig from measured validation metrics
 controllability.py  Spearman preference/performance correlation, budget curves, Pareto PNGs
-latency.py          measured latency vs MACs ratio (`python -m mtl.control.latency`)
+latency.py          measured latency vs MACs ratio (`python -m mtl.control.latency [--workdir D]`)
 """

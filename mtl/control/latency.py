@@ -80,34 +80,73 @@ def _demo_model(encoder: str, input_shape: tuple[int, ...]):
                      input_shape)
 
 
+def _demo_configs(model: Any, seed: int, num_configs: int) -> list[WidthConfig]:
+  """Smallest, the uniform widths and random configurations of the demo model's width grid."""
+  from mtl.control import widths as widths_lib  # pylint: disable=g-import-not-at-top
+  ws, tasks = (0.25, 0.5, 0.75, 1.0), tuple(model.heads)
+  gen = np.random.default_rng(seed)
+  configs = [widths_lib.smallest(ws, tasks)] + [widths_lib.WidthConfig.create(w, {t: w for t in tasks})
+                                                 for w in ws[1:-1]]
+  while len(set(configs)) < num_configs:
+    configs.append(widths_lib.random_config(gen, ws, tasks))
+  return list(dict.fromkeys(configs))
+
+
+def trained_model(workdir: str, num_configs: int) -> tuple[Any, Any, list[WidthConfig], tuple[int, ...]]:
+  """(model, inference variables, configs, input shape) of a run trained with a control config. The configs
+  are those of its control table (<workdir>/control_table.json, written by experiments.control) when there is
+  one, else `num_configs` sampled from the run's width grid as experiments.control would sample them."""
+  import json  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  from mtl.control import widths as widths_lib  # pylint: disable=g-import-not-at-top
+  from mtl.train import loop  # pylint: disable=g-import-not-at-top
+  exp, state, _ = loop.restore_experiment(workdir)
+  control = exp.config.get("control")
+  if not control or not control.get("enabled", False):
+    raise ValueError(f"{workdir} was not trained with a control config (config.control.enabled)")
+  table_path = os.path.join(workdir, "control_table.json")
+  if os.path.exists(table_path):
+    with open(table_path) as f:
+      configs = [widths_lib.parse_config(r["config"]) for r in json.load(f)["table"]]
+  else:
+    names = [t.name for t in exp.tasks]
+    configs = widths_lib.sample_configs(np.random.default_rng(0), tuple(control.widths), names, num_configs)
+  variables = jax.device_get({"params": state.params, **state.model_state})
+  return exp.model, variables, list(dict.fromkeys(configs)), tuple(exp.info.input_shape)
+
+
 def main(argv=None):
-  """python -m mtl.control.latency --encoder conv --batch 256 [--num_configs 12] [--json OUT]"""
+  """python -m mtl.control.latency --encoder conv --batch 256 [--num_configs 12] [--json OUT]
+  python -m mtl.control.latency --workdir D --batch 64 [--json OUT]   (a trained controllable run)"""
   import argparse  # pylint: disable=g-import-not-at-top
   import json  # pylint: disable=g-import-not-at-top
-  from mtl.control import widths as widths_lib  # pylint: disable=g-import-not-at-top
   ap = argparse.ArgumentParser(description=main.__doc__)
-  ap.add_argument("--encoder", default="conv")
+  ap.add_argument("--encoder", default="conv", help="demo model encoder (conv, vit, mlp); ignored with --workdir")
+  ap.add_argument("--workdir", default="", help="time the configurations of this trained controllable run")
   ap.add_argument("--batch", type=int, default=256)
   ap.add_argument("--num_configs", type=int, default=12)
   ap.add_argument("--iters", type=int, default=20)
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--json", default="")
   a = ap.parse_args(argv)
-  shape = (36, 36, 1) if a.encoder != "mlp" else (103,)
-  model = _demo_model(a.encoder, shape)
-  x = jax.numpy.ones((a.batch,) + shape, jax.numpy.float32)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
-  rng = np.random.RandomState(a.seed)
-  variables = jax.tree.map(lambda s: jax.numpy.asarray(0.05 * rng.randn(*s.shape), s.dtype), shapes)
-  ws, tasks = (0.25, 0.5, 0.75, 1.0), tuple(model.heads)
-  gen = np.random.default_rng(a.seed)
-  configs = [widths_lib.smallest(ws, tasks)] + [widths_lib.WidthConfig.create(w, {t: w for t in tasks})
-                                                 for w in ws[1:-1]]
-  while len(set(configs)) < a.num_configs:
-    configs.append(widths_lib.random_config(gen, ws, tasks))
-  table = latency_table(model, variables, list(dict.fromkeys(configs)), x, iters=a.iters)
-  table.update(encoder=a.encoder, device=str(jax.devices()[0].device_kind))
-  print(f"encoder={a.encoder} batch={a.batch} device={table['device']}")
+  if a.batch < 1:
+    raise ValueError(f"--batch must be >= 1, got {a.batch}")
+  if a.workdir:
+    model, variables, configs, shape = trained_model(a.workdir, a.num_configs)
+    what = f"workdir={a.workdir}"
+  else:
+    shape = (36, 36, 1) if a.encoder != "mlp" else (103,)
+    model = _demo_model(a.encoder, shape)
+    x0 = jax.numpy.ones((1,) + shape, jax.numpy.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x0)
+    rng = np.random.RandomState(a.seed)
+    variables = jax.tree.map(lambda s: jax.numpy.asarray(0.05 * rng.randn(*s.shape), s.dtype), shapes)
+    configs = _demo_configs(model, a.seed, a.num_configs)
+    what = f"encoder={a.encoder}"
+  x = jax.numpy.asarray(np.random.RandomState(a.seed).rand(a.batch, *shape), jax.numpy.float32)
+  table = latency_table(model, variables, configs, x, iters=a.iters)
+  table.update(source=what, device=str(jax.devices()[0].device_kind))
+  print(f"{what} batch={a.batch} device={table['device']}")
   print(format_table(table))
   if a.json:
     with open(a.json, "w") as f:

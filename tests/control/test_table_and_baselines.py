@@ -87,3 +87,26 @@ def test_compare_with_fixed_width_run(trained, tmp_path):
     control_cli.parse_fixed_runs(f"2={tmp_path / 'fixed'}")
   with pytest.raises(ValueError, match="no results.json"):
     control_cli.parse_fixed_runs(f"0.5={tmp_path}")
+  from mtl.control import latency
+  with pytest.raises(ValueError, match="not trained with a control config"):
+    latency.trained_model(str(tmp_path / "fixed"), num_configs=2)
+
+
+def test_latency_of_trained_run(trained, tmp_path):
+  from mtl.control import latency
+  model, variables, configs, shape = latency.trained_model(trained, num_configs=3)
+  table_path = os.path.join(trained, "control_table.json")
+  if os.path.exists(table_path):  # another test measured the control table first: its configs are timed
+    assert [c.key() for c in configs] == list(dict.fromkeys(r["config"] for r in json.load(open(table_path))["table"]))
+  else:
+    assert len(configs) == 3
+  exp, state, _ = loop.restore_experiment(trained)
+  assert shape == tuple(exp.info.input_shape)
+  out = str(tmp_path / "lat.json")
+  latency.main(["--workdir", trained, "--batch", "3", "--iters", "1", "--num_configs", "3", "--json", out])
+  table = json.load(open(out))
+  rows = {r["config"]: r for r in table["rows"]}
+  assert set(rows) == {c.key() for c in configs} | {"enc=1,even=1,odd=1"}
+  assert rows["enc=1,even=1,odd=1"]["macs_ratio"] == 1.0
+  assert all(r["macs_ratio"] < 1.0 and r["median_s"] > 0 for k, r in rows.items() if k != "enc=1,even=1,odd=1")
+  assert table["batch_size"] == 3 and table["source"] == f"workdir={trained}"
