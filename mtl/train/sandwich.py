@@ -1,7 +1,8 @@
 """Sandwich-rule train step for slimmable multi-task models, with CIKD (Aich et al., ICCV 2023).
 
 Each step runs the largest configuration (the teacher), the smallest, and `num_random` configurations drawn
-from a fixed pool of `pool_size` random ones (covering every intermediate encoder width). Widths set array
+from a fixed pool of `pool_size` random ones (covering every intermediate encoder width and every head
+width of every task). Widths set array
 shapes, so each choice of pool entries is its own compiled step: the host draws the entries from (seed, step)
 (`pool_picks`, so a resumed run redraws the same ones) and the loop runs the matching step, compiled the first
 time it is picked (`ScheduledStep`; at most pool_size ** num_random variants). A `lax.switch` over the pool
@@ -35,19 +36,22 @@ def random_pool(control: ml_collections.ConfigDict, task_names: list[str], seed:
   """The fixed pool of random configurations the step samples from (deterministic in `seed`).
 
   Encoder widths cycle through the intermediate widths (the largest and smallest are trained every step), so
-  every encoder sub-network is trained; head widths are drawn at random per task.
+  every encoder sub-network is trained. Each task's head widths are stratified: the pool holds every width
+  (intermediate ones first) equally often, shuffled independently per task, so no head width goes untrained
+  once pool_size >= len(widths). (Drawing head widths i.i.d. left the semseg head at width 0.5 out of an
+  8-entry pool on fashion scenes, and that sub-network then scored 0.13 mIoU against 0.36 at width 0.75.)
   """
   pool_size = int(control.get("pool_size", 8))
   if pool_size < 1:
     raise ValueError(f"control.pool_size must be >= 1, got {pool_size}")
   widths = sorted(float(w) for w in control.widths)
   middle = widths[1:-1] or widths
+  head_order = middle + [w for w in widths if w not in middle]
+  strata = [head_order[i % len(head_order)] for i in range(pool_size)]
   rng = np.random.default_rng([seed, 7])
-  pool = []
-  for i in range(pool_size):
-    heads = {t: float(rng.choice(widths)) for t in task_names}
-    pool.append(widths_lib.WidthConfig.create(middle[i % len(middle)], heads))
-  return pool
+  head_widths = {t: rng.permutation(strata).tolist() for t in task_names}
+  return [widths_lib.WidthConfig.create(middle[i % len(middle)], {t: float(head_widths[t][i]) for t in task_names})
+          for i in range(pool_size)]
 
 
 def pool_picks(seed: int, step: int, num_random: int, pool_size: int) -> tuple[int, ...]:

@@ -102,3 +102,23 @@ def test_pool_covers_every_intermediate_encoder_width():
   pool = random_pool(control, ["a", "b"], seed=0)
   assert {c.encoder for c in pool} == {0.5, 0.75}
   assert all(w in (0.25, 0.5, 0.75, 1.0) for c in pool for _, w in c.heads)
+
+
+@pytest.mark.parametrize("pool_size", [1, 3, 8, 10])
+def test_random_pool_covers_every_head_width_and_intermediate_encoder_width(pool_size):
+  widths = (0.25, 0.5, 0.75, 1.0)
+  control = ml_collections.ConfigDict(dict(widths=widths, pool_size=pool_size))
+  tasks = ["semseg", "depth", "edges"]
+  pool = random_pool(control, tasks, seed=0)
+  assert len(pool) == pool_size and pool == random_pool(control, tasks, seed=0)
+  assert [c.encoder for c in pool] == [(0.5, 0.75)[i % 2] for i in range(pool_size)]
+  for t in tasks:
+    counts = {w: sum(c.head_widths[t] == w for c in pool) for w in widths}
+    assert max(counts.values()) - min(counts.values()) <= 1, (t, counts)  # stratified, not i.i.d.
+    if pool_size >= len(widths):
+      assert min(counts.values()) >= 1
+    else:  # too small a pool for every width: intermediate widths first
+      assert {w for w, n in counts.items() if n} == set((0.5, 0.75, 0.25)[:pool_size])
+  assert len({tuple(c.head_widths[t] for c in pool) for t in tasks}) > 1 or pool_size == 1  # shuffled per task
+  with pytest.raises(ValueError, match="pool_size must be >= 1"):
+    random_pool(ml_collections.ConfigDict(dict(widths=widths, pool_size=0)), tasks, seed=0)
