@@ -96,21 +96,13 @@ def trained_model(workdir: str, num_configs: int) -> tuple[Any, Any, list[WidthC
   """(model, inference variables, configs, input shape) of a run trained with a control config. The configs
   are those of its control table (<workdir>/control_table.json, written by experiments.control) when there is
   one, else `num_configs` sampled from the run's width grid as experiments.control would sample them."""
-  import json  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  from mtl.control import widths as widths_lib  # pylint: disable=g-import-not-at-top
+  from mtl.control import table as table_lib, widths as widths_lib  # pylint: disable=g-import-not-at-top
   from mtl.train import loop  # pylint: disable=g-import-not-at-top
   exp, state, _ = loop.restore_experiment(workdir)
-  control = exp.config.get("control")
-  if not control or not control.get("enabled", False):
-    raise ValueError(f"{workdir} was not trained with a control config (config.control.enabled)")
-  table_path = os.path.join(workdir, "control_table.json")
-  if os.path.exists(table_path):
-    with open(table_path) as f:
-      configs = [widths_lib.parse_config(r["config"]) for r in json.load(f)["table"]]
-  else:
-    names = [t.name for t in exp.tasks]
-    configs = widths_lib.sample_configs(np.random.default_rng(0), tuple(control.widths), names, num_configs)
+  table_lib.control_widths(workdir, exp)  # a run without a control config raises
+  cached = table_lib.read_cached_table(workdir)
+  configs = ([widths_lib.parse_config(r["config"]) for r in cached["table"]] if cached
+             else table_lib.sampled_configs(workdir, exp, num_configs))
   variables = jax.device_get({"params": state.params, **state.model_state})
   return exp.model, variables, list(dict.fromkeys(configs)), tuple(exp.info.input_shape)
 

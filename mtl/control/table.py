@@ -26,22 +26,40 @@ def measure_table(exp, state, configs, max_batches=None) -> list[search_lib.Meas
   return table
 
 
-def load_or_measure(workdir, exp, state, step, num_configs, max_batches) -> list[search_lib.Measurement]:
-  path = os.path.join(workdir, "control_table.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      cached = json.load(f)
-    if cached.get("step") == step and cached.get("num_configs") == num_configs:
-      return [search_lib.Measurement(widths_lib.parse_config(r["config"]), r["macs"], r["metrics"])
-              for r in cached["table"]]
+TABLE_FILE = "control_table.json"
+
+
+def control_widths(workdir: str, exp) -> tuple[float, ...]:
+  """The width grid of a run trained with a control config; other runs raise (their sub-networks never trained)."""
   control = exp.config.get("control")
   if not control or not control.get("enabled", False):
     raise ValueError(f"{workdir} was not trained with a control config (config.control.enabled); "
                      "its sub-networks were never trained")
+  return tuple(control.widths)
+
+
+def sampled_configs(workdir: str, exp, num_configs: int) -> list[widths_lib.WidthConfig]:
+  """The `num_configs` width configurations the table measures (deterministic: sampled with seed 0)."""
   names = [t.name for t in exp.tasks]
-  configs = widths_lib.sample_configs(np.random.default_rng(0), tuple(control.widths), names, num_configs)
-  table = measure_table(exp, state, configs, max_batches)
-  with open(path, "w") as f:
+  return widths_lib.sample_configs(np.random.default_rng(0), control_widths(workdir, exp), names, num_configs)
+
+
+def read_cached_table(workdir: str) -> dict | None:
+  """<workdir>/control_table.json ({'step', 'num_configs', 'table': [Measurement.to_json()]}) or None."""
+  path = os.path.join(workdir, TABLE_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_or_measure(workdir, exp, state, step, num_configs, max_batches) -> list[search_lib.Measurement]:
+  cached = read_cached_table(workdir)
+  if cached and cached.get("step") == step and cached.get("num_configs") == num_configs:
+    return [search_lib.Measurement(widths_lib.parse_config(r["config"]), r["macs"], r["metrics"])
+            for r in cached["table"]]
+  table = measure_table(exp, state, sampled_configs(workdir, exp, num_configs), max_batches)
+  with open(os.path.join(workdir, TABLE_FILE), "w") as f:
     json.dump({"step": step, "num_configs": num_configs, "table": [m.to_json() for m in table]}, f, indent=1)
   return table
 

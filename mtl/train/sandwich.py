@@ -1,16 +1,15 @@
 """Sandwich-rule train step for slimmable multi-task models, with CIKD (Aich et al., ICCV 2023).
 
 Each step runs the largest configuration (the teacher), the smallest, and `num_random` configurations drawn
-from a fixed pool of `pool_size` random ones (covering every intermediate encoder width and every head
-width of every task). Widths set array
-shapes, so each choice of pool entries is its own compiled step: the host draws the entries from (seed, step)
-(`pool_picks`, so a resumed run redraws the same ones) and the loop runs the matching step, compiled the first
-time it is picked (`ScheduledStep`; at most pool_size ** num_random variants). A `lax.switch` over the pool
-inside one compiled step was measured 16x slower per step on CPU (fashion scenes, pool 8: 10.9 s vs 0.67 s at
-batch 8), since its gradient carries every branch's residuals. Every configuration's task losses are summed
-(gradients accumulate over
-sub-networks); every student adds `cikd_weight * cikd_loss(its encoder features, teacher features)`, with the
-teacher behind a stop-gradient, spread evenly over the task losses so any mtl.optim method sees it.
+from a fixed pool of `pool_size` random ones (covering every intermediate encoder width and every head width
+of every task). Widths set array shapes, so each choice of pool entries is its own compiled step: the host
+draws the entries from (seed, step) (`pool_picks`, so a resumed run redraws the same ones) and the loop runs
+the matching step, compiled the first time it is picked (`ScheduledStep`; at most pool_size ** num_random
+variants). A `lax.switch` over the pool inside one compiled step was measured 16x slower per step on CPU
+(fashion scenes, pool 8: 10.9 s vs 0.67 s at batch 8), since its gradient carries every branch's residuals.
+Every configuration's task losses are summed (gradients accumulate over sub-networks); every student adds
+`cikd_weight * cikd_loss(its encoder features, teacher features)`, with the teacher behind a stop-gradient,
+spread evenly over the task losses so any mtl.optim method sees it.
 """
 from __future__ import annotations
 
