@@ -29,7 +29,8 @@ def get_config(arg: str | None = None):
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
       vocab_size=272, dim=int(args.get("dim", 256)), depth=int(args.get("depth", 4)),
-      num_heads=int(args.get("heads", 4)), mlp_ratio=2.0, mixer=args.get("mixer", "lightning"), block_size=64, rope=True))
+      num_heads=int(args.get("heads", 4)), mlp_ratio=2.0, mixer=args.get("mixer", "lightning"), block_size=64,
+      rope=True))
   c.draft.widths = tuple(float(w) for w in args.get("draft", "").split("+") if w)
   c.eval_every = min(c.eval_every, c.num_steps)
   return c

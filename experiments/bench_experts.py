@@ -2,7 +2,8 @@ r"""Mixture-of-experts and TaskExpert models against a dense shared encoder, thr
 
   python -m experiments.bench_experts --workdir /tmp/bench_experts --json docs/experts_yeast.json \
       --markdown docs/experts.md --seeds 0,1 \
-      --configs "configs/yeast.py;configs/moe_yeast.py:moe_every=0;configs/moe_yeast.py;configs/moe_yeast.py:router=task;configs/moe_yeast.py:variant=taskexpert"
+      --configs "configs/yeast.py;configs/moe_yeast.py:moe_every=0;configs/moe_yeast.py;\
+configs/moe_yeast.py:router=task;configs/moe_yeast.py:variant=taskexpert"
 
 Each entry of --configs is `configs/<name>.py[:arg]`, exactly as given to `experiments.train --config`; the first
 is the baseline. For every config and seed it trains (or reuses a finished run in

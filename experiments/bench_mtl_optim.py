@@ -97,8 +97,9 @@ def markdown(results: dict, meta: dict) -> str:
            f"Device: {meta['device']}; steps: {meta['num_steps']}; seeds: {meta['seeds']}; "
            "delta-m and step time are relative to equal weighting (delta-m > 0: better than equal).", ""]
   for dataset, table in results.items():
-    lines += [f"### {dataset}", "", "| method | per-task main metric | mean | delta-m vs equal (%) | step time vs equal | "
-              "step time (ms) |", "|---|---|---|---|---|---|"]
+    lines += [f"### {dataset}", "",
+              "| method | per-task main metric | mean | delta-m vs equal (%) | step time vs equal | step time (ms) |",
+              "|---|---|---|---|---|---|"]
     for method, s in table.items():
       if "error" in s:
         lines.append(f"| {method} | failed: {s['error'][:120]} | | | | |")

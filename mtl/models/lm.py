@@ -265,7 +265,7 @@ class DecoderLM(nn.Module):
 def slice_params(params: Any, model: DecoderLM, width: float) -> Any:
   """Leading block of every weight of `model`'s params for `model.slim(width)`."""
   sub = model.slim(width)
-  d, dw = model.dim, sub.dim
+  dw = sub.dim
   h, hw = model.num_heads, sub.num_heads
   f, fw = model.glu_hidden, sub.glu_hidden
 

@@ -51,6 +51,7 @@ def test_dense_targets_match_pixel_loop():
         j = int(layers[b, y, x])
         assert semseg[b, y, x] == (0 if j == 0 else classes[b, j - 1] + 1)
         assert depth[b, y, x] == (1.0 if j == 0 else depths[b, j - 1])
-        nbrs = [(y + dy, x + dx) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)) if 0 <= y + dy < 7 and 0 <= x + dx < 6]
+        nbrs = [(y + dy, x + dx) for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1))
+                if 0 <= y + dy < 7 and 0 <= x + dx < 6]
         assert edges[b, y, x] == int(any(layers[b, v, u] != j for v, u in nbrs))
   assert semseg.dtype == np.int32 and depth.dtype == np.float32 and edges.dtype == np.int32

@@ -8,7 +8,6 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mtl.optim import FeatureSplit, combine_gradients, get_method, known_methods, masked_mean
-from mtl.optim import gramian as gramian_lib
 from mtl.optim import solvers
 
 T, B, DIN, DH = 3, 8, 4, 5

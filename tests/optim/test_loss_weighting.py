@@ -39,7 +39,8 @@ def test_uncertainty_matches_kendall_objective():
 def test_dwa_by_hand():
   m = get_method("dwa", 2, temperature=2.0, smoothing=0.0)
   ws, _ = _run(m, [[1.0, 1.0], [0.5, 0.9], [0.4, 0.8], [0.3, 0.7]])
-  np.testing.assert_allclose(ws[0], [1, 1]); np.testing.assert_allclose(ws[1], [1, 1])
+  np.testing.assert_allclose(ws[0], [1, 1])
+  np.testing.assert_allclose(ws[1], [1, 1])
   r = np.array([0.5 / 1.0, 0.9 / 1.0])
   np.testing.assert_allclose(ws[2], 2 * np.exp(r / 2) / np.exp(r / 2).sum(), rtol=1e-6)
   r = np.array([0.4 / 0.5, 0.8 / 0.9])

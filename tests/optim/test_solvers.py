@@ -1,7 +1,6 @@
 """Solvers against brute force / scipy on tiny Gramians."""
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
