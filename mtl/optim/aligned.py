@@ -2,24 +2,34 @@
 
 M = V diag(l) V^T; on the numerical range (l > tol), B = sqrt(l_min) V diag(l^-1/2) V^T makes the aligned
 gradients B G orthogonal with equal norms sqrt(l_min); the combined gradient is sum_i (B G)_i = (B 1)^T G.
+
+Numerics: M's eigenvalues are the squares of the singular values of a square root K of M, so the numerical
+rank is decided on sigma = sqrt(l) (sigma > T eps sigma_max * 10), not on l: in float32 a task whose gradient
+is 1e-4 of the largest (l ~ 1e-8 l_max) is kept. K = S V_C diag(l_C)^1/2 comes from the eigendecomposition of
+the cosine matrix C = S^-1 M S^-1 (S = diag |g_i|), so its columns carry each task's own scale.
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl.optim import solvers
 from mtl.optim.base import Method, weight_metrics
 from mtl.optim.registry import register
 
 
 def aligned_matrix(gram: jnp.ndarray) -> jnp.ndarray:
+  """B [T, T] (see module docstring)."""
   t = gram.shape[0]
-  lam, v = jnp.linalg.eigh(gram)
-  tol = jnp.max(lam) * t * jnp.finfo(gram.dtype).eps * 10.0
-  keep = lam > tol
-  lam_min = jnp.min(jnp.where(keep, lam, jnp.inf))
-  lam_min = jnp.where(jnp.isfinite(lam_min), lam_min, 0.0)
-  inv_sqrt = jnp.where(keep, 1.0 / jnp.sqrt(jnp.where(keep, lam, 1.0)), 0.0)
-  return jnp.sqrt(lam_min) * (v * inv_sqrt[None, :]) @ v.T
+  c, s, zero = solvers.rescale(gram)
+  lc, vc = jnp.linalg.eigh(c)
+  k = (jnp.where(zero, 0.0, s)[:, None] * vc) * jnp.sqrt(jnp.maximum(lc, 0.0))[None, :]
+  u, sig, _ = jnp.linalg.svd(k)
+  tol = jnp.max(sig) * t * solvers.eps(gram.dtype) * 10.0
+  keep = sig > tol
+  sig_min = jnp.min(jnp.where(keep, sig, jnp.inf))
+  sig_min = jnp.where(jnp.isfinite(sig_min), sig_min, 0.0)
+  inv = jnp.where(keep, 1.0 / jnp.where(keep, sig, 1.0), 0.0)
+  return sig_min * (u * inv[None, :]) @ u.T
 
 
 @register("aligned_mtl")

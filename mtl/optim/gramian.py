@@ -19,12 +19,18 @@ def check_stacked(tree: Any, num_tasks: int, what: str) -> None:
       raise ValueError(f"{what}: every leaf needs a leading task axis of size {num_tasks}, got shape {leaf.shape}")
 
 
+def gram_dtype() -> jnp.dtype:
+  """float64 when jax x64 is enabled (the Gramian and every T x T solve), else float32."""
+  return jnp.dtype(jnp.float64) if jax.config.jax_enable_x64 else jnp.dtype(jnp.float32)
+
+
 def gramian(stacked: Any) -> jnp.ndarray:
-  """M[i, j] = <g_i, g_j> summed over all leaves, float32 [T, T]."""
+  """M[i, j] = <g_i, g_j> summed over all leaves, [T, T] in gram_dtype() (float64 under jax x64)."""
   leaves = jax.tree_util.tree_leaves(stacked)
   total = 0.0
+  dt = gram_dtype()
   for leaf in leaves:
-    flat = leaf.reshape(leaf.shape[0], -1).astype(jnp.float32)
+    flat = leaf.reshape(leaf.shape[0], -1).astype(dt)
     total = total + jnp.einsum("td,sd->ts", flat, flat, precision=jax.lax.Precision.HIGHEST)
   return total
 

@@ -1,13 +1,17 @@
-"""IMTL-G, impartial gradient weighting (Liu et al. 2021): the combined gradient g = sum_i a_i g_i, sum a = 1,
-has equal projections g . u_i on every unit task gradient u_i = g_i / |g_i|.
+"""IMTL-G, impartial gradient weighting (Liu et al. 2021): the combined gradient d = sum_i a_i g_i, sum a = 1,
+has equal projections d . u_i on every unit task gradient u_i = g_i / |g_i|.
 
-With Q = M diag(1/|g|) (Q_ij = g_i . u_j) and E = [e_1 - e_k]_{k=2..T}:
-a_{2:T}^T = (e_1^T Q E^T)(E Q E^T)^{-1}, a_1 = 1 - sum a_{2:T}.
+With a = beta / s (s = |g|, so d = sum_i beta_i u_i) and the cosine matrix C = U U^T the conditions read
+C beta = kappa 1, i.e. beta = C^+ 1 normalised so that sum_i beta_i / s_i = 1: the paper's closed form
+a_{2:T}^T = (g_1^T U^T)(D U^T)^{-1} written on the unit-diagonal C, which keeps small tasks and near-parallel
+gradients accurate in float32. A task with a zero gradient (no labels in the batch) has no direction: it gets
+weight 0 and the condition holds on the other tasks (all zero: uniform weights, d = 0).
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from mtl.optim import solvers
 from mtl.optim.base import Method, weight_metrics
 from mtl.optim.registry import register
 
@@ -16,13 +20,14 @@ def imtl_weights(gram: jnp.ndarray) -> jnp.ndarray:
   t = gram.shape[0]
   if t == 1:
     return jnp.ones((1,), gram.dtype)
-  norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 1e-20))
-  q = gram / norms[None, :]
-  e = jnp.concatenate([jnp.ones((t - 1, 1), gram.dtype), -jnp.eye(t - 1, dtype=gram.dtype)], axis=1)
-  a = e @ q @ e.T
-  b = q[0] @ e.T
-  rest = jnp.linalg.solve(a.T, b)
-  return jnp.concatenate([1.0 - jnp.sum(rest, keepdims=True), rest])
+  c, s, zero = solvers.rescale(gram)
+  keep = ~zero
+  beta = jnp.linalg.pinv(c, hermitian=True) @ keep.astype(gram.dtype)
+  beta = jnp.where(keep, beta, 0.0)
+  a = beta / s
+  total = jnp.sum(a)
+  ok = jnp.any(keep) & (jnp.abs(total) > 0)
+  return jnp.where(ok, a / jnp.where(ok, total, 1.0), jnp.full((t,), 1.0 / t, gram.dtype))
 
 
 @register("imtl_g")

@@ -1,11 +1,63 @@
-"""Small jit-able solvers on the task Gramian (T x T, T small): simplex QPs, non-negative QPs, and the
-power fixed point M w = w^(-1/alpha) of Nash-MTL / FairGrad. Fixed iteration counts, no host callbacks.
+"""Exact, certified solvers on the task Gramian M = G G^T (T x T, T small), jit-able, no host callbacks.
+
+Every solver works on the diagonally rescaled Gramian C = S^-1 M S^-1 (S = diag |g_i|, so C is the cosine
+matrix with a unit diagonal): the problems below are rewritten in C, so a task whose gradient is 1e-4 of the
+largest keeps full relative precision even in float32 (a rescaling, not a ridge). Rows with |g_i| = 0 (a
+batch without that task's labels) are detected (`zero_rows`) and handled per problem.
+
+  simplex_qp:            min_w 0.5 w^T H w + q^T w, w >= 0, a^T w = 1  (primal active set, exact)
+  nonneg_qp:             min_v 0.5 v^T H v + q^T v, v >= 0             (primal active set, exact)
+  min_norm_simplex:      MGDA, argmin_{w in simplex} |G^T w|^2
+  project_dual_cone:     UPGrad / DualProj, argmin_{u >= p} u^T M u for each preference row p
+  cagrad_weights:        CAGrad, min_{w in simplex} w^T M b + R |G^T w| via a monotone 1-D root over
+                         exact simplex QPs
+  bargaining:            Nash-MTL / FairGrad, M a = a^(-1/alpha), Newton until the residual certificate holds
+
+Active-set solvers terminate finitely (each iteration adds or drops one index); they run in a
+`lax.while_loop` capped at `max_iter` and return a `SolveInfo` (iterations, whether the cap was hit, and the
+KKT residual of the returned point), which the methods report as metrics.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
-import jax.scipy.linalg
+
+
+class SolveInfo(NamedTuple):
+  """iters: iterations taken; capped: 1.0 if the iteration cap was hit before the certificate; residual: the
+  certificate's value (scale-free KKT / fixed-point residual) at the returned point."""
+  iters: jnp.ndarray
+  capped: jnp.ndarray
+  residual: jnp.ndarray
+
+  def metrics(self, prefix: str = "solver") -> dict[str, jnp.ndarray]:
+    return {f"{prefix}/iters": jnp.max(self.iters).astype(jnp.float32),
+            f"{prefix}/capped": jnp.max(self.capped).astype(jnp.float32),
+            f"{prefix}/residual": jnp.max(self.residual).astype(jnp.float32)}
+
+
+def eps(dtype) -> float:
+  return float(jnp.finfo(dtype).eps)
+
+
+def zero_rows(gram: jnp.ndarray) -> jnp.ndarray:
+  """bool [T]: tasks whose gradient is zero (to working precision, relative to the largest gradient)."""
+  d = jnp.maximum(jnp.diag(gram), 0.0)
+  return d <= jnp.max(d) * eps(gram.dtype) ** 2 + jnp.finfo(gram.dtype).tiny
+
+
+def rescale(gram: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """(C, s, zero): C = M / (s s^T) with unit diagonal on non-zero rows and zero rows/columns elsewhere,
+  s = |g_i| (1 where the row is zero, so divisions stay finite), zero = zero_rows(M)."""
+  zero = zero_rows(gram)
+  s = jnp.where(zero, 1.0, jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0)))
+  c = gram / (s[:, None] * s[None, :])
+  keep = ~zero
+  c = jnp.where(keep[:, None] & keep[None, :], c, 0.0)
+  c = jnp.where(jnp.eye(gram.shape[0], dtype=bool) & keep, 1.0, c)
+  return c, s, zero
 
 
 def project_simplex(v: jnp.ndarray) -> jnp.ndarray:
@@ -19,103 +71,272 @@ def project_simplex(v: jnp.ndarray) -> jnp.ndarray:
   return jnp.maximum(v - theta, 0.0)
 
 
-def _fista_simplex(grad_fn, lipschitz, x0, iters):
-  """Accelerated projected gradient on the simplex with step 1/lipschitz."""
-  step = 1.0 / jnp.maximum(lipschitz, 1e-30)
+def spd_solve(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """x = A^-1 b for a symmetric positive definite A [T, T] (b [T] or [T, K]) by a Cholesky factorisation written
+  out over the static T (no LAPACK call: on CPU a custom call costs more than the whole T x T solve)."""
+  t = a.shape[0]
+  cols = []
+  for j in range(t):
+    prev = jnp.stack(cols, axis=1) if cols else jnp.zeros((t, 0), a.dtype)
+    col = a[:, j] - prev @ prev[j]
+    d = jnp.sqrt(jnp.maximum(col[j], jnp.finfo(a.dtype).tiny))
+    cols.append(jnp.where(jnp.arange(t) >= j, col / d, 0.0))
+  low = jnp.stack(cols, axis=1)
+  y = b
+  ys = []
+  for i in range(t):  # forward: L y = b
+    acc = y[i] - sum(low[i, k] * ys[k] for k in range(i)) if i else y[i]
+    ys.append(acc / low[i, i])
+  xs = [None] * t
+  for i in reversed(range(t)):  # backward: L^T x = y
+    acc = ys[i] - sum(low[k, i] * xs[k] for k in range(i + 1, t)) if i < t - 1 else ys[i]
+    xs[i] = acc / low[i, i]
+  return jnp.stack(xs, axis=0)
 
-  def body(_, carry):
-    x, y, t = carry
-    x_new = project_simplex(y - step * grad_fn(y))
-    t_new = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
-    y_new = x_new + ((t - 1.0) / t_new) * (x_new - x)
-    return x_new, y_new, t_new
 
-  x, _, _ = jax.lax.fori_loop(0, iters, body, (x0, x0, jnp.ones((), x0.dtype)))
-  return x
+def _subproblem(h, q, free, a):
+  """Minimiser of 0.5 x^T H x + q^T x over {x_j = 0 off `free`, a^T x = 1 if a is given}: (x, nu).
+
+  H is the unit-diagonal rescaled Gramian; a ridge of 10 T eps on its diagonal (relative to 1, i.e. to each
+  task's own squared norm) keeps the free block positive definite when gradients are parallel or T > rank."""
+  t = h.shape[0]
+  both = free[:, None] & free[None, :]
+  ridge = 10.0 * t * eps(h.dtype) * jnp.maximum(jnp.max(jnp.diag(h)), 1.0)
+  k = jnp.where(both, h, 0.0) + jnp.diag(jnp.where(free, ridge, 1.0).astype(h.dtype))
+  rhs = jnp.where(free, -q, 0.0)
+  if a is None:
+    return jnp.where(free, spd_solve(k, rhs), 0.0), jnp.zeros((), h.dtype)
+  af = jnp.where(free, a, 0.0)
+  sol = spd_solve(k, jnp.stack([rhs, af], axis=1))
+  x_q, x_a = sol[:, 0], sol[:, 1]
+  # x = x_q - nu x_a with a^T x = 1
+  nu = (af @ x_q - 1.0) / jnp.maximum(af @ x_a, jnp.finfo(h.dtype).tiny)
+  return jnp.where(free, x_q - nu * x_a, 0.0), nu
 
 
-def min_norm_simplex(gram: jnp.ndarray, iters: int = 500) -> jnp.ndarray:
-  """argmin_{w in simplex} w^T M w: the minimum-norm point of the convex hull of the gradients (MGDA)."""
+def _active_set(h, q, a, x0, free0, max_iter, tol):
+  """Primal active-set method for min 0.5 x^T H x + q^T x, x >= 0 (and a^T x = 1), H PSD, from a feasible
+  x0 whose support is `free0`. Returns (x, SolveInfo) with the scale-free KKT residual."""
+  t = h.shape[0]
+  scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(h))), jnp.max(jnp.abs(q)))
+  scale = jnp.where(scale > 0, scale, 1.0)
+
+  def multipliers(x, nu):
+    return h @ x + q + (nu * a if a is not None else 0.0)
+
+  def cond(c):
+    _, _, it, done = c
+    return (~done) & (it < max_iter)
+
+  def body(c):
+    x, free, it, _ = c
+    xs, nu = _subproblem(h, q, free, a)
+    feasible = jnp.all(jnp.where(free, xs >= 0, True))
+    # feasible subproblem solution: take it, then free the most violated multiplier (or stop)
+    lam = multipliers(xs, nu)
+    viol = jnp.where(free, jnp.inf, lam)
+    j = jnp.argmin(viol)
+    optimal = viol[j] >= -tol * scale
+    free_a = jnp.where(optimal, free, free.at[j].set(True))
+    # infeasible: step towards it until the first free coordinate hits 0, which leaves the free set
+    p = xs - x
+    ratio = jnp.where(free & (p < 0), -x / jnp.where(p < 0, p, -1.0), jnp.inf)
+    k = jnp.argmin(ratio)
+    alpha = jnp.clip(ratio[k], 0.0, 1.0)
+    x_b = x + alpha * p
+    hit = free & ((x_b <= 0) | (jnp.arange(t) == k))
+    x_b = jnp.where(hit, 0.0, x_b)
+    free_b = free & ~hit
+    x_new = jnp.where(feasible, jnp.where(free, xs, 0.0), x_b)
+    free_new = jnp.where(feasible, free_a, free_b)
+    return x_new, free_new, it + 1, feasible & optimal
+
+  x, free, it, done = jax.lax.while_loop(cond, body, (x0, free0, jnp.zeros((), jnp.int32), jnp.zeros((), bool)))
+  # certificate: stationarity with the best equality multiplier, multiplier signs, complementarity
+  g = h @ x + q
+  if a is not None:
+    sup = x > 0
+    nu = -jnp.sum(jnp.where(sup, g * a, 0.0)) / jnp.maximum(jnp.sum(jnp.where(sup, a * a, 0.0)), 1e-30)
+    g = g + nu * a
+  res = jnp.max(jnp.where(x > 0, jnp.abs(g), jnp.maximum(-g, 0.0))) / scale
+  return x, SolveInfo(it, (~done).astype(h.dtype), res)
+
+
+def _default_iter(t: int) -> int:
+  return 4 * t + 10
+
+
+def _tol(dtype) -> float:
+  return 100.0 * eps(dtype)
+
+
+def simplex_qp(h: jnp.ndarray, q: jnp.ndarray | None = None, a: jnp.ndarray | None = None,
+               max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
+  """argmin 0.5 w^T H w + q^T w over {w >= 0, a^T w = 1} (a > 0; default 1: the simplex), exactly."""
+  t = h.shape[0]
+  q = jnp.zeros((t,), h.dtype) if q is None else q
+  a = jnp.ones((t,), h.dtype) if a is None else a
+  # start at the best vertex e_k / a_k
+  vals = 0.5 * jnp.diag(h) / a ** 2 + q / a
+  k = jnp.argmin(vals)
+  x0 = jnp.zeros((t,), h.dtype).at[k].set(1.0 / a[k])
+  free0 = jnp.arange(t) == k
+  return _active_set(h, q, a, x0, free0, max_iter or _default_iter(t), _tol(h.dtype))
+
+
+def nonneg_qp(h: jnp.ndarray, q: jnp.ndarray, max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
+  """argmin_{v >= 0} 0.5 v^T H v + q^T v (H PSD), exactly."""
+  t = h.shape[0]
+  return _active_set(h, q, None, jnp.zeros((t,), h.dtype), jnp.zeros((t,), bool), max_iter or _default_iter(t),
+                     _tol(h.dtype))
+
+
+def min_norm_simplex(gram: jnp.ndarray, max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
+  """MGDA: w = argmin_{w in simplex} w^T M w (the minimum-norm point of the convex hull of the gradients).
+
+  Solved in the rescaled variables y_i = w_i s_i / s_min on C (unit diagonal) with the constraint
+  sum_i (s_min / s_i) y_i = 1. With a zero gradient the minimum is 0, at the zero rows (uniform over them)."""
+  c, s, zero = rescale(gram)
+  smin = jnp.min(jnp.where(zero, jnp.inf, s))
+  smin = jnp.where(jnp.isfinite(smin), smin, 1.0)
+  a = smin / s
+  y, info = simplex_qp(c, None, a, max_iter)
+  w = y * a
+  w = w / jnp.sum(w)
+  nz = jnp.sum(zero)
+  w = jnp.where(nz > 0, zero.astype(gram.dtype) / jnp.maximum(nz, 1), w)
+  return w, info
+
+
+def project_dual_cone(gram: jnp.ndarray, prefs: jnp.ndarray, max_iter: int | None = None
+                      ) -> tuple[jnp.ndarray, SolveInfo]:
+  """U [R, T] with u_r = argmin_{u >= p_r} u^T M u for each row p_r >= 0 of `prefs` [R, T].
+
+  G^T u_r is the projection of G^T p_r onto the dual cone {x : G x >= 0} (UPGrad with P = I, DualProj with
+  p = 1/T). In the rescaled variables y = s * u on C: y = s * p + k z, z = argmin_{z >= 0} 0.5 z^T C z +
+  (C (s * p) / k)^T z with k = max(s * p), an NNLS-type QP solved exactly. Zero rows keep u_j = p_j."""
+  c, s, zero = rescale(gram)
+
+  def one(p):
+    sp = jnp.where(zero, 0.0, s * p)
+    k = jnp.max(sp)
+    k = jnp.where(k > 0, k, 1.0)
+    z, info = nonneg_qp(c, c @ (sp / k), max_iter)
+    u = jnp.where(zero, p, (sp + k * z) / s)
+    return u, info
+
+  u, info = jax.vmap(one)(prefs.astype(gram.dtype))
+  return u, info
+
+
+def cagrad_weights(gram: jnp.ndarray, c: float, max_iter: int | None = None, root_iter: int = 60
+                   ) -> tuple[jnp.ndarray, SolveInfo]:
+  """CAGrad (Liu et al. 2021): weights v [T] of d = g0 + R g_w / |g_w| = sum_i v_i g_i, where R = c |g0|,
+  g0 = mean gradient and w = argmin_{w in simplex} g_w . g0 + R |g_w| (without the paper's rescaling).
+
+  Exact route: for r > 0, w(r) = argmin_{w in simplex} |g0 + r g_w|^2 (the min-norm point of the shifted hull,
+  an exact simplex QP) solves the penalised dual, and |delta(r)| = r |g_w(r)| is non-decreasing in r; the
+  optimum is the root of |delta(r)| = R, bracketed by R / max_i |g_i| <= r <= R / |g*| (g* = the MGDA point,
+  since |g*| <= |g_w(r)| <= max_i |g_i|), found by safeguarded secant steps (Illinois) in log r. If 0 is
+  (numerically) in the hull and |delta| stays below R, the largest bracket point is used (d = g0 + delta)."""
   t = gram.shape[0]
-  lip = 2.0 * jnp.linalg.eigvalsh(gram)[-1]
-  x0 = jnp.full((t,), 1.0 / t, gram.dtype)
-  return _fista_simplex(lambda w: 2.0 * gram @ w, lip, x0, iters)
+  dt = gram.dtype
+  b = jnp.full((t,), 1.0 / t, dt)
+  mb = gram @ b
+  bmb = jnp.maximum(b @ mb, 0.0)
+  radius_raw = c * jnp.sqrt(bmb)
+  radius = jnp.where(radius_raw > 0, radius_raw, 1.0)
+  w_star, info0 = min_norm_simplex(gram, max_iter)
+  n_star = jnp.sqrt(jnp.maximum(w_star @ gram @ w_star, 0.0))
+  n_max = jnp.sqrt(jnp.max(jnp.diag(gram)))
+  tiny = jnp.sqrt(eps(dt)) * n_max + jnp.finfo(dt).tiny
+
+  def solve(log_r):
+    r = jnp.exp(log_r)
+    h = bmb + r * (mb[:, None] + mb[None, :]) + r * r * gram
+    w, info = min_norm_simplex(h, max_iter)
+    delta = r * jnp.sqrt(jnp.maximum(w @ gram @ w, 0.0))
+    return w, info, jnp.log(jnp.maximum(delta, jnp.finfo(dt).tiny)) - jnp.log(radius)
+
+  lo = jnp.log(radius / n_max)
+  hi = jnp.log(radius / jnp.maximum(n_star, tiny))
+  _, _, f_lo = solve(lo)
+  w_hi, info_hi, f_hi = solve(hi)
+  tol = 10.0 * eps(dt) if dt == jnp.float64 else 1e-5
+
+  def cond(s):
+    lo, hi, f_lo, f_hi, it, _, _ = s
+    return (it < root_iter) & (jnp.minimum(jnp.abs(f_lo), jnp.abs(f_hi)) > tol) & (hi - lo > tol) & (f_hi > 0)
+
+  def body(s):
+    lo, hi, f_lo, f_hi, it, side, _ = s
+    x = (lo * f_hi - hi * f_lo) / (f_hi - f_lo)
+    x = jnp.clip(x, lo + 0.01 * (hi - lo), hi - 0.01 * (hi - lo))
+    _, _, fx = solve(x)
+    right = fx > 0
+    # Illinois: halve the retained end's value when the same side is kept twice in a row
+    new_lo, new_f_lo = jnp.where(right, lo, x), jnp.where(right, jnp.where(side == 1, 0.5 * f_lo, f_lo), fx)
+    new_hi, new_f_hi = jnp.where(right, x, hi), jnp.where(right, fx, jnp.where(side == -1, 0.5 * f_hi, f_hi))
+    return new_lo, new_hi, new_f_lo, new_f_hi, it + 1, jnp.where(right, 1, -1), fx
+
+  lo, hi, f_lo, f_hi, it, _, _ = jax.lax.while_loop(
+      cond, body, (lo, hi, f_lo, f_hi, jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32), f_hi))
+  log_r = jnp.where(f_hi <= 0, hi, jnp.where(jnp.abs(f_lo) < jnp.abs(f_hi), lo, hi))
+  w, info, f = solve(log_r)
+  v = b + jnp.exp(log_r) * w
+  converged = (jnp.abs(f) <= tol) | (f_hi <= 0)
+  capped = jnp.maximum(jnp.maximum(info.capped, info0.capped), (~converged).astype(dt))
+  v = jnp.where(radius_raw > 0, v, b)
+  return v, SolveInfo(it + info.iters, capped, jnp.maximum(info.residual, jnp.where(f_hi <= 0, 0.0, jnp.abs(f))))
 
 
-def cagrad_inner(gram: jnp.ndarray, c: jnp.ndarray, iters: int = 500) -> jnp.ndarray:
-  """argmin_{w in simplex} w^T M b + c sqrt(w^T M w), b = 1/T (CAGrad's dual problem, Liu et al. 2021).
+def bargaining(gram: jnp.ndarray, alpha: float = 1.0, max_iter: int = 100) -> tuple[jnp.ndarray, SolveInfo]:
+  """a > 0 with (M a)_i = a_i^(-1/alpha) on the non-zero rows (alpha = 1: Nash-MTL's G G^T a = 1/a, then
+  |G^T a|^2 = T; else FairGrad), a_i = 0 on zero rows (no such a exists there).
 
-  The sqrt term's curvature is at most c |M| / sqrt(min_simplex w^T M w), which sets the step size.
-  """
+  With a = b / s and C the cosine matrix this is C b = c * b^(-p), c_i = s_i^(p - 1), p = 1/alpha: the
+  minimiser of the strictly convex F(b) = b^T C b / 2 - sum_i c_i h(b_i), h' = b^(-p), found by damped Newton
+  steps that stay in b > 0 and stop when max_i |(C b)_i b_i^p / c_i - 1| <= tol (the certificate). No ridge is
+  added (a tiny 10 eps one on C's unit diagonal only keeps F bounded when C is singular)."""
+  p = 1.0 / float(alpha)
+  cm, s, zero = rescale(gram)
   t = gram.shape[0]
-  b = jnp.full((t,), 1.0 / t, gram.dtype)
-  eps = 1e-8 * (jnp.trace(gram) / t + 1e-30)
-  w_min = min_norm_simplex(gram, iters)
-  q_min = jnp.maximum(w_min @ gram @ w_min, 0.0) + eps
-  lam_max = jnp.maximum(jnp.linalg.eigvalsh(gram)[-1], 0.0)
-  lip = jnp.maximum(c * lam_max / jnp.sqrt(q_min), 1e-6 * jnp.sqrt(lam_max) + 1e-30)  # floor: c = 0 is linear
-  gb = gram @ b
+  dt = gram.dtype
+  cm = cm + jnp.diag(jnp.where(zero, 0.0, 10.0 * eps(dt)).astype(dt)) + jnp.diag(zero.astype(dt))
+  coef = jnp.where(zero, 1.0, s ** (p - 1.0))
+  tol = 1e3 * eps(dt) if dt == jnp.float64 else 1e-4
 
-  def grad(w):
-    gw = gram @ w
-    return gb + c * gw / jnp.sqrt(jnp.maximum(w @ gw, 0.0) + eps)
-
-  return _fista_simplex(grad, lip, b, iters)
-
-
-def nonneg_qp_rows(gram: jnp.ndarray, lower: jnp.ndarray, sweeps: int = 100) -> jnp.ndarray:
-  """For each row i: argmin_{u >= lower[i]} u^T M u, by projected Gauss-Seidel (coordinate descent).
-
-  With lower = I this is the projection of each g_i onto the dual cone {x: G x >= 0}: x_i = G^T u_i (UPGrad).
-  Returns U [R, T].
-  """
-  t = gram.shape[0]
-  diag = jnp.diag(gram)
-  safe = jnp.where(diag > 0, diag, 1.0)
-
-  def coord(j, u):
-    col = u @ gram[:, j]
-    new = jnp.maximum(lower[:, j], u[:, j] - col / safe[j])
-    new = jnp.where(diag[j] > 0, new, u[:, j])
-    return u.at[:, j].set(new)
-
-  def sweep(_, u):
-    return jax.lax.fori_loop(0, t, coord, u)
-
-  return jax.lax.fori_loop(0, sweeps, sweep, lower.astype(gram.dtype))
-
-
-def power_fixed_point(gram: jnp.ndarray, alpha: float = 1.0, iters: int = 50, ridge: float = 1e-6) -> jnp.ndarray:
-  """w > 0 with (M w)_i = w_i^(-1/alpha) (alpha = 1: Nash-MTL's G G^T a = 1/a; else FairGrad).
-
-  It is the minimiser of the strictly convex F(w) = w^T M w / 2 - sum_i h(w_i), h' = w^(-1/alpha), found by
-  damped Newton steps that stay inside w > 0. A relative ridge keeps F bounded when M is singular.
-  """
-  t = gram.shape[0]
-  p = 1.0 / alpha
-  m = gram + ridge * (jnp.trace(gram) / t + 1e-30) * jnp.eye(t, dtype=gram.dtype)
-
-  def h(w):
+  def h(b):
     if p == 1.0:
-      return jnp.log(w)
-    return w ** (1.0 - p) / (1.0 - p)
+      return jnp.log(b)
+    return b ** (1.0 - p) / (1.0 - p)
 
-  def objective(w):
-    return 0.5 * w @ m @ w - jnp.sum(h(w))
+  def objective(b):
+    return 0.5 * b @ cm @ b - jnp.sum(coef * h(b))
 
-  def body(_, w):
-    g = m @ w - w ** (-p)
-    hess = m + jnp.diag(p * w ** (-p - 1.0))  # symmetric positive definite
-    d = -jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(hess), True), g)
-    ratio = jnp.where(d < 0, -w / jnp.where(d < 0, d, -1.0), jnp.inf)
+  def residual(b):
+    return jnp.max(jnp.abs((cm @ b) * b ** p / coef - 1.0))
+
+  def cond(c):
+    _, it, res = c
+    return (it < max_iter) & (res > tol)
+
+  def body(c):
+    b, it, _ = c
+    g = cm @ b - coef * b ** (-p)
+    hess = cm + jnp.diag(p * coef * b ** (-p - 1.0))
+    d = -spd_solve(hess, g)
+    ratio = jnp.where(d < 0, -b / jnp.where(d < 0, d, -1.0), jnp.inf)
     s_max = jnp.minimum(1.0, 0.95 * jnp.min(ratio))
-    scales = s_max * 0.5 ** jnp.arange(12, dtype=w.dtype)
-    cands = w[None, :] + scales[:, None] * d[None, :]
-    f0 = objective(w)
+    steps = s_max * 0.5 ** jnp.arange(20, dtype=dt)
+    cands = b[None, :] + steps[:, None] * d[None, :]
     fs = jax.vmap(objective)(cands)
-    ok = fs <= f0 + 1e-4 * scales * (g @ d)
+    ok = fs <= objective(b) + 1e-4 * steps * (g @ d)
     k = jnp.argmax(ok)
-    return jnp.where(jnp.any(ok), cands[k], w)
+    b_new = jnp.where(jnp.any(ok), cands[k], cands[-1])
+    return b_new, it + 1, residual(b_new)
 
-  w0 = jnp.maximum(jnp.diag(m), 1e-30) ** (-1.0 / (1.0 + p))
-  return jax.lax.fori_loop(0, iters, body, w0)
+  b0 = coef ** (1.0 / (1.0 + p))
+  b, it, res = jax.lax.while_loop(cond, body, (b0, jnp.zeros((), jnp.int32), residual(b0)))
+  a = jnp.where(zero, 0.0, b / s)
+  return a, SolveInfo(it, (res > tol).astype(dt), res)

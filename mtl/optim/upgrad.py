@@ -1,6 +1,11 @@
 """UPGrad (Quinton & Rey 2024, torchjd): project every task gradient onto the dual cone {x : G x >= 0} of all
-task gradients and average. Each projection is G^T u_i with u_i = argmin_{u >= e_i} u^T M u, so the result
-never conflicts with any task (g_j . d >= 0) and equals the mean gradient when no pair conflicts.
+task gradients and average:
+
+  d = (1/T) sum_i G^T u_i,  u_i = argmin_{u >= e_i} u^T M u,
+
+so d never conflicts with any task (G d >= 0) and equals the mean gradient when no pair conflicts. Each
+projection is an exact NNLS-type QP on the rescaled Gramian (solvers.project_dual_cone); metrics
+'solver/iters' (max over the T problems), 'solver/capped', 'solver/residual'.
 """
 from __future__ import annotations
 
@@ -11,21 +16,21 @@ from mtl.optim.base import Method, weight_metrics
 from mtl.optim.registry import register
 
 
-def upgrad_weights(gram: jnp.ndarray, sweeps: int = 100) -> jnp.ndarray:
+def upgrad_weights(gram: jnp.ndarray, max_iter: int | None = None) -> tuple[jnp.ndarray, solvers.SolveInfo]:
+  """Weights w [T] (d = G^T w) and the solver info."""
   t = gram.shape[0]
-  scale = jnp.trace(gram) / t + 1e-20  # the QP is scale-free; keep numbers O(1)
-  u = solvers.nonneg_qp_rows(gram / scale, jnp.eye(t, dtype=gram.dtype), sweeps)
-  return jnp.mean(u, axis=0)
+  u, info = solvers.project_dual_cone(gram, jnp.eye(t, dtype=gram.dtype), max_iter)
+  return jnp.mean(u, axis=0), info
 
 
 @register("upgrad")
-def upgrad(num_tasks: int, sweeps: int = 100) -> Method:
-  if sweeps < 1:
-    raise ValueError(f"upgrad sweeps must be >= 1, got {sweeps}")
+def upgrad(num_tasks: int, max_iter: int | None = None) -> Method:
+  if max_iter is not None and max_iter < 1:
+    raise ValueError(f"upgrad max_iter must be >= 1 (or None: 4 T + 10), got {max_iter}")
 
   def fn(gram, losses, state, step):
     del losses, step
-    w = upgrad_weights(gram, sweeps)
-    return w, state, weight_metrics(w)
+    w, info = upgrad_weights(gram, max_iter)
+    return w, state, {**weight_metrics(w), **info.metrics()}
 
   return Method("upgrad", num_tasks, "gramian", fn)
