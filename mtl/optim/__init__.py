@@ -8,8 +8,8 @@
 See docs/mtl_optim.md.
 """
 # Importing the method modules registers them.
-from mtl.optim import aligned, bargaining, cagrad, dbmtl, graddrop, gradnorm, imtl, loss_weighting, mgda, surgery, \
-    upgrad  # noqa: F401
+from mtl.optim import aligned, bargaining, cagrad, config_method, dbmtl, dualproj, excess, graddrop, gradnorm, imtl, \
+    loss_weighting, mgda, moco, modo, sdmgrad, stch, surgery, upgrad  # noqa: F401
 from mtl.optim.base import KINDS, Method
 from mtl.optim.combine import FeatureSplit, combine_gradients, per_task_grads
 from mtl.optim.masking import masked_mean

@@ -36,10 +36,11 @@ def gramian(stacked: Any) -> jnp.ndarray:
 
 
 def weighted_sum(w: jnp.ndarray, stacked: Any) -> Any:
-  """sum_i w_i g_i for every leaf: [T, ...] -> [...] (keeps each leaf's dtype)."""
+  """sum_i w_i g_i for every leaf: [T, ...] -> [...], accumulated in gram_dtype(), returned in each leaf's dtype."""
+  dt = gram_dtype()
+
   def one(leaf):
-    out = jnp.tensordot(w.astype(jnp.float32), leaf.astype(jnp.float32), axes=1,
-                        precision=jax.lax.Precision.HIGHEST)
+    out = jnp.tensordot(w.astype(dt), leaf.astype(dt), axes=1, precision=jax.lax.Precision.HIGHEST)
     return out.astype(leaf.dtype)
   return jax.tree_util.tree_map(one, stacked)
 

@@ -127,10 +127,12 @@ def _subproblem(h, q, free, a, refine: int = 2):
   return jnp.where(free, x, 0.0), nu
 
 
-def _active_set(h, q, a, x0, free0, max_iter, tol):
+def _active_set(h, q, a, x0, free0, max_iter, tol, allowed=None):
   """Primal active-set method for min 0.5 x^T H x + q^T x, x >= 0 (and a^T x = 1), H PSD, from a feasible
-  x0 whose support is `free0`. Returns (x, SolveInfo) with the scale-free KKT residual."""
+  x0 whose support is `free0`; indices off `allowed` stay at 0. Returns (x, SolveInfo) with the scale-free KKT
+  residual."""
   t = h.shape[0]
+  allowed = jnp.ones((t,), bool) if allowed is None else allowed
   scale = jnp.maximum(jnp.max(jnp.abs(jnp.diag(h))), jnp.max(jnp.abs(q)))
   scale = jnp.where(scale > 0, scale, 1.0)
 
@@ -147,7 +149,7 @@ def _active_set(h, q, a, x0, free0, max_iter, tol):
     feasible = jnp.all(jnp.where(free, xs >= 0, True))
     # feasible subproblem solution: take it, then free the most violated multiplier (or stop)
     lam = multipliers(xs, nu)
-    viol = jnp.where(free, jnp.inf, lam)
+    viol = jnp.where(free | ~allowed, jnp.inf, lam)
     j = jnp.argmin(viol)
     optimal = viol[j] >= -tol * scale
     free_a = jnp.where(optimal, free, free.at[j].set(True))
@@ -171,7 +173,7 @@ def _active_set(h, q, a, x0, free0, max_iter, tol):
     sup = x > 0
     nu = -jnp.sum(jnp.where(sup, g * a, 0.0)) / jnp.maximum(jnp.sum(jnp.where(sup, a * a, 0.0)), 1e-30)
     g = g + nu * a
-  res = jnp.max(jnp.where(x > 0, jnp.abs(g), jnp.maximum(-g, 0.0))) / scale
+  res = jnp.max(jnp.where(x > 0, jnp.abs(g), jnp.where(allowed, jnp.maximum(-g, 0.0), 0.0))) / scale
   return x, SolveInfo(it, (~done).astype(h.dtype), res)
 
 
@@ -184,17 +186,20 @@ def _tol(dtype) -> float:
 
 
 def simplex_qp(h: jnp.ndarray, q: jnp.ndarray | None = None, a: jnp.ndarray | None = None,
-               max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
-  """argmin 0.5 w^T H w + q^T w over {w >= 0, a^T w = 1} (a > 0; default 1: the simplex), exactly."""
+               max_iter: int | None = None, allowed: jnp.ndarray | None = None) -> tuple[jnp.ndarray, SolveInfo]:
+  """argmin 0.5 w^T H w + q^T w over {w >= 0, a^T w = 1, w_j = 0 off `allowed`} (a > 0; default 1: the
+  simplex), exactly."""
   t = h.shape[0]
   q = jnp.zeros((t,), h.dtype) if q is None else q
   a = jnp.ones((t,), h.dtype) if a is None else a
   # start at the best vertex e_k / a_k
   vals = 0.5 * jnp.diag(h) / a ** 2 + q / a
+  if allowed is not None:
+    vals = jnp.where(allowed, vals, jnp.inf)
   k = jnp.argmin(vals)
   x0 = jnp.zeros((t,), h.dtype).at[k].set(1.0 / a[k])
   free0 = jnp.arange(t) == k
-  return _active_set(h, q, a, x0, free0, max_iter or _default_iter(t), _tol(h.dtype))
+  return _active_set(h, q, a, x0, free0, max_iter or _default_iter(t), _tol(h.dtype), allowed)
 
 
 def nonneg_qp(h: jnp.ndarray, q: jnp.ndarray, max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
@@ -204,16 +209,20 @@ def nonneg_qp(h: jnp.ndarray, q: jnp.ndarray, max_iter: int | None = None) -> tu
                      _tol(h.dtype))
 
 
-def min_norm_simplex(gram: jnp.ndarray, max_iter: int | None = None) -> tuple[jnp.ndarray, SolveInfo]:
+def min_norm_simplex(gram: jnp.ndarray, max_iter: int | None = None, exclude: jnp.ndarray | None = None
+                     ) -> tuple[jnp.ndarray, SolveInfo]:
   """MGDA: w = argmin_{w in simplex} w^T M w (the minimum-norm point of the convex hull of the gradients).
 
   Solved in the rescaled variables y_i = w_i s_i / s_min on C (unit diagonal) with the constraint
-  sum_i (s_min / s_i) y_i = 1. With a zero gradient the minimum is 0, at the zero rows (uniform over them)."""
+  sum_i (s_min / s_i) y_i = 1. With a zero gradient the minimum is 0, at the zero rows (uniform over them).
+  `exclude` (bool [T]) restricts the hull to the other rows."""
   c, s, zero = rescale(gram)
+  if exclude is not None:
+    zero = zero & ~exclude
   smin = jnp.min(jnp.where(zero, jnp.inf, s))
   smin = jnp.where(jnp.isfinite(smin), smin, 1.0)
   a = smin / s
-  y, info = simplex_qp(c, None, a, max_iter)
+  y, info = simplex_qp(c, None, a, max_iter, None if exclude is None else ~exclude)
   w = y * a
   w = w / jnp.sum(w)
   nz = jnp.sum(zero)
@@ -259,15 +268,18 @@ def cagrad_weights(gram: jnp.ndarray, c: float, max_iter: int | None = None, roo
   bmb = jnp.maximum(b @ mb, 0.0)
   radius_raw = c * jnp.sqrt(bmb)
   radius = jnp.where(radius_raw > 0, radius_raw, 1.0)
-  w_star, info0 = min_norm_simplex(gram, max_iter)
+  zero = zero_rows(gram)  # tasks without a gradient have no say in the direction (they stay in g0)
+  w_star, info0 = min_norm_simplex(gram, max_iter, exclude=zero)
   n_star = jnp.sqrt(jnp.maximum(w_star @ gram @ w_star, 0.0))
-  n_max = jnp.sqrt(jnp.max(jnp.diag(gram)))
-  tiny = jnp.sqrt(eps(dt)) * n_max + jnp.finfo(dt).tiny
+  norms = jnp.sqrt(jnp.maximum(jnp.diag(gram), 0.0))
+  n_max = jnp.max(norms)
+  n_min = jnp.min(jnp.where(zero, jnp.inf, norms))
+  tiny = eps(dt) * jnp.where(jnp.isfinite(n_min), n_min, 1.0) + jnp.finfo(dt).tiny
 
   def solve(log_r):
     r = jnp.exp(log_r)
     h = bmb + r * (mb[:, None] + mb[None, :]) + r * r * gram
-    w, info = min_norm_simplex(h, max_iter)
+    w, info = min_norm_simplex(h, max_iter, exclude=zero)
     delta = r * jnp.sqrt(jnp.maximum(w @ gram @ w, 0.0))
     return w, info, jnp.log(jnp.maximum(delta, jnp.finfo(dt).tiny)) - jnp.log(radius)
 
@@ -313,7 +325,6 @@ def bargaining(gram: jnp.ndarray, alpha: float = 1.0, max_iter: int = 100) -> tu
   added (a tiny 10 eps one on C's unit diagonal only keeps F bounded when C is singular)."""
   p = 1.0 / float(alpha)
   cm, s, zero = rescale(gram)
-  t = gram.shape[0]
   dt = gram.dtype
   cm = cm + jnp.diag(jnp.where(zero, 0.0, 10.0 * eps(dt)).astype(dt)) + jnp.diag(zero.astype(dt))
   coef = jnp.where(zero, 1.0, s ** (p - 1.0))
