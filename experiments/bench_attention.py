@@ -8,7 +8,9 @@ causal): tokens/s (B * L / median wall time of a jitted call) and peak memory
 the forward and of forward+backward (grads of sum(o) w.r.t. q, k, v).
 
 Implementations:
-  lightning_jnp     kernels.reference.lightning_attention_chunked
+  lightning_jnp     kernels.reference.lightning_attention_chunked (scan)
+  lightning_jnp_two_pass  kernels.reference.lightning_attention_two_pass
+                    (block states, associative scan, outputs; no loop)
   lightning_pallas  kernels.lightning_attention impl='triton_serial' (compiled,
                     GPU only), backward bwd='split'; lightning_pallas_fused:
                     bwd='fused'
@@ -27,6 +29,11 @@ With --decode: one decode step over a cache of length L for
   on the same cache as contiguous pages; TPU only), softmax_decode_jnp
   (reference) and linear_decode_pallas / _mosaic / _jnp (state update,
   independent of L); tokens/s = B / step time.
+With --accuracy: relative L2 error of o and of the q, k, v gradients (of
+sum(o * ct), ct random) against float64 numpy, per lightning kernel and input
+dtype, at L=--accuracy_len; on CPU the kernels run in interpret mode (Triton:
+Pallas interpret, Mosaic: TPU interpret; TF32 dots are then exact fp32),
+on GPU/TPU compiled.
 Compiled kernels run only on their backend (GPU rows only when a GPU exists).
 Ends with a table of tokens/s per (impl, mode) and L, with the ratio to
 softmax_cudnn where both ran.
@@ -43,6 +50,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tqdm import tqdm
 
@@ -51,7 +59,7 @@ from kernels.lightning_attention import lightning_attention
 from kernels.linear_decode import linear_decode
 from kernels.softmax_decode import softmax_decode
 
-SEQ_IMPLS = ("lightning_jnp", "lightning_pallas", "lightning_pallas_fused",
+SEQ_IMPLS = ("lightning_jnp", "lightning_jnp_two_pass", "lightning_pallas", "lightning_pallas_fused",
              "lightning_chunked", "lightning_chunked_tf32",
              "lightning_chunked_bf16", "lightning_mosaic",
              "lightning_mosaic_bf16", "linear_cumsum",
@@ -69,6 +77,9 @@ def _attn_fn(name: str, slopes: jax.Array, block: int,
   """Returns f(q, k, v) -> o with inputs [B, H, L, D]."""
   if name == "lightning_jnp":
     return lambda q, k, v: kref.lightning_attention_chunked(
+        q, k, v, slopes, causal=True, block_size=block)
+  if name == "lightning_jnp_two_pass":
+    return lambda q, k, v: kref.lightning_attention_two_pass(
         q, k, v, slopes, causal=True, block_size=block)
   if name in ("lightning_pallas", "lightning_pallas_fused"):
     bwd = "fused" if name.endswith("fused") else "split"
@@ -249,6 +260,8 @@ def bench_decode(args, rows: list[dict]) -> list[dict]:
 def summary_table(rows: list[dict]) -> str:
   """Markdown table: tokens/s per (impl, mode) and L; x = ratio to softmax_cudnn of the same mode and L."""
   seq = [r for r in rows if r["section"] == "sequence"]
+  if not seq:
+    return ""
   lens = sorted({r["seq_len"] for r in seq})
   cudnn = {(r["mode"], r["seq_len"]): r["tokens_per_s"] for r in seq
            if r["impl"] == "softmax_cudnn"}
@@ -267,6 +280,61 @@ def summary_table(rows: list[dict]) -> str:
       cells.append(f"{tps / 1e6:.3f}M{ratio}")
     lines.append(f"| {impl} | {mode} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+# (impl, precision, dtype) of kernels.lightning_attention measured by --accuracy.
+ACCURACY_VARIANTS = (("triton_serial", None, "float32"),
+                     ("triton_chunked", "ieee", "float32"),
+                     ("triton_chunked", "tf32", "float32"),
+                     ("triton_chunked", None, "bfloat16"),
+                     ("mosaic", None, "float32"), ("mosaic", None, "bfloat16"))
+
+
+def _np_lightning_grads(q, k, v, slopes, ct):
+  """float64 causal o and grads of sum(o * ct) (quadratic form)."""
+  q, k, v, ct = (np.asarray(jnp.asarray(x, jnp.float32), np.float64)
+                 for x in (q, k, v, ct))
+  t = np.arange(q.shape[2])
+  d = t[:, None] - t[None, :]
+  w = np.where(d >= 0, np.exp(-np.asarray(slopes, np.float64)[:, None, None]
+                              * np.maximum(d, 0)), 0.0)
+  a = w * np.einsum("bhtd,bhsd->bhts", q, k)
+  g = w * np.einsum("bhte,bhse->bhts", ct, v)
+  return (np.einsum("bhts,bhse->bhte", a, v),
+          np.einsum("bhts,bhsd->bhtd", g, k),
+          np.einsum("bhts,bhtd->bhsd", g, q),
+          np.einsum("bhts,bhte->bhse", a, ct))
+
+
+def bench_accuracy(args, rows: list[dict]) -> list[dict]:
+  backend = jax.default_backend()
+  b, h, d, n = 1, args.heads, args.head_dim, args.accuracy_len
+  slopes = kref.decay_slopes(h)
+  ks = jax.random.split(jax.random.key(0), 4)
+  base = [jax.random.normal(kk, (b, h, n, d)) for kk in ks]
+  for impl, prec, dt in tqdm(ACCURACY_VARIANTS, desc="accuracy", file=sys.stderr):
+    own = {"triton": "gpu", "mosaic": "tpu"}[impl.split("_")[0]]
+    if backend not in ("cpu", own):
+      continue
+    q, k, v, ct = (x.astype(dt) for x in base)
+
+    def f(q, k, v, ct, impl=impl, prec=prec):
+      o, vjp = jax.vjp(lambda q, k, v: lightning_attention(
+          q, k, v, slopes, block_size=args.block_size, impl=impl,
+          precision=prec, interpret=backend != own), q, k, v)
+      return (o, *vjp(ct))
+    got = jax.jit(f)(q, k, v, ct)
+    want = _np_lightning_grads(q, k, v, slopes, ct)
+    err = {name: float(np.linalg.norm(
+        np.asarray(g.astype(jnp.float32), np.float64) - w) / np.linalg.norm(w))
+           for name, g, w in zip(("o", "dq", "dk", "dv"), got, want)}
+    rows.append({"section": "accuracy", "impl": impl, "precision": prec,
+                 "dtype": dt, "seq_len": n, "heads": h, "head_dim": d,
+                 "interpret": backend != own, "rel_err": err})
+    _save(args, rows)
+    tqdm.write(f"{impl:15s} {str(prec):5s} {dt:9s} " + "  ".join(
+        f"{k_} {e:.2e}" for k_, e in err.items()))
+  return rows
 
 
 def _ints(s: str) -> list[int]:
@@ -298,10 +366,16 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--decode_lens", type=_ints, default=[1024, 4096, 16384])
   p.add_argument("--decode_batch", type=int, default=8)
   p.add_argument("--k_splits", type=int, default=8)
+  p.add_argument("--accuracy", action="store_true",
+                 help="add kernel errors vs float64 (see module doc)")
+  p.add_argument("--accuracy_len", type=int, default=256)
+  p.add_argument("--no_speed", action="store_true",
+                 help="skip the sequence section (e.g. --accuracy only)")
   args = p.parse_args(argv)
   backend = jax.default_backend()
   if args.impls is None:
-    args.impls = ["lightning_jnp", "linear_cumsum", "softmax_xla"]
+    args.impls = ["lightning_jnp", "lightning_jnp_two_pass", "linear_cumsum",
+                  "softmax_xla"]
     if backend == "gpu":
       args.impls += ["lightning_pallas", "lightning_chunked",
                      "lightning_chunked_tf32", "lightning_chunked_bf16",
@@ -323,9 +397,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
   args = parse_args(argv)
   rows: list[dict] = []
-  bench_sequence(args, rows)
+  if not args.no_speed:
+    bench_sequence(args, rows)
   if args.decode:
     bench_decode(args, rows)
+  if args.accuracy:
+    bench_accuracy(args, rows)
   _save(args, rows)
   print(summary_table(rows))
   print(f"wrote {len(rows)} rows to {args.json}")
