@@ -1,12 +1,16 @@
 """Lightning attention (TransNormerLLM) as Pallas kernels with a custom VJP.
 
 Public function: `lightning_attention(q, k, v, slopes, causal, block_size,
-interpret)`, same signature and semantics as
+interpret, ..., impl)`, same semantics as
 `kernels.reference.lightning_attention_chunked` (shapes q, k [B, H, L, Dk],
 v [B, H, L, Dv], slopes [H]; decay lambda_h = exp(-slopes[h]) per token).
+It dispatches by backend (`impl`): 'triton_serial' (this file, GPU default),
+'triton_chunked' (kernels/lightning_chunked.py), 'mosaic' (TPU default,
+kernels/tpu/lightning_attention.py) or 'reference'; on CPU the kernels run in
+interpret mode.
 
-Kernels (one program per (batch, head[, Dv block]), looping over sequence
-blocks of C tokens with a kv state kept on chip):
+Serial Triton kernels (one program per (batch, head[, Dv block]), looping over
+sequence blocks of C tokens with a kv state kept on chip):
   forward  o = (M * q k^T) v + (lambda^(i+1) q) S;  S <- lambda^C S + (lambda^(C-1-j) k)^T v
   backward dq: the forward kernel on (do, v, k);
            bwd='split' (default): dk, dv by the forward kernel run in
