@@ -38,8 +38,9 @@ def _mm(a, b, dtype):
   return jnp.dot(a.astype(dtype), b.astype(dtype), precision=prec, preferred_element_type=jnp.float32)
 
 
-def _kernel(s_ref, q_ref, k_ref, v_ref, o_ref, state_ref, *, block, reverse):
-  """q_ref, k_ref [C, Dk]; v_ref, o_ref [C, Dv]; state_ref VMEM [Dk, Dv] f32; s_ref SMEM [B*H]."""
+def _kernel(s_ref, a_ref, q_ref, k_ref, v_ref, o_ref, state_ref, *, block, reverse):
+  """q_ref, k_ref [C, Dk]; v_ref, o_ref [C, Dv]; state_ref VMEM [Dk, Dv] f32; s_ref, a_ref SMEM [B*H]: rates s
+  and block decays exp(-s C) (computed outside: the scalar unit has no exp)."""
   @pl.when(pl.program_id(1) == 0)
   def _init():
     state_ref[...] = jnp.zeros_like(state_ref)
@@ -70,7 +71,7 @@ def _kernel(s_ref, q_ref, k_ref, v_ref, o_ref, state_ref, *, block, reverse):
                            preferred_element_type=jnp.float32) * mask
   o = _mm(scores, v, dtype) + _mm(q * q_decay, state, dtype)
   o_ref[...] = o.astype(o_ref.dtype)
-  state_ref[...] = jnp.exp(-s * c) * state + _mm((k * k_decay).T, v, dtype)
+  state_ref[...] = a_ref[pl.program_id(0)] * state + _mm((k * k_decay).T, v, dtype)
 
 
 def _call(q, k, v, slopes, block, interpret, reverse=False):
@@ -79,10 +80,11 @@ def _call(q, k, v, slopes, block, interpret, reverse=False):
   dv = v.shape[-1]
   n = length // block
   blk = (lambda i, j: (i, n - 1 - j, 0)) if reverse else (lambda i, j: (i, j, 0))
+  rates = jnp.tile(slopes.astype(jnp.float32), b)  # [B*H], batch-major
   out = pl.pallas_call(
       functools.partial(_kernel, block=block, reverse=reverse),
       grid=(b * h, n),
-      in_specs=[common.smem_spec(),
+      in_specs=[common.smem_spec(), common.smem_spec(),
                 pl.BlockSpec((None, block, dk), blk),
                 pl.BlockSpec((None, block, k.shape[-1]), blk),
                 pl.BlockSpec((None, block, dv), blk)],
@@ -92,7 +94,7 @@ def _call(q, k, v, slopes, block, interpret, reverse=False):
       compiler_params=common.compiler_params("parallel", "arbitrary"),
       interpret=common.interpret_params(interpret),
       name="lightning_tpu_rev" if reverse else "lightning_tpu",
-  )(jnp.tile(slopes.astype(jnp.float32), b), *(x.reshape(b * h, length, x.shape[-1]) for x in (q, k, v)))
+  )(rates, jnp.exp(-rates * block), *(x.reshape(b * h, length, x.shape[-1]) for x in (q, k, v)))
   return out.reshape(b, h, length, dv)
 
 

@@ -5,7 +5,7 @@
 q, k [B, H, Dk], v [B, H, Dv], state [B, H, Dk, Dv], slopes [H].
 
 Grid (B*H,), one [Dk, Dv] state tile per program in VMEM (head dims whole,
-so any Dk, Dv; multiples of 128 fill the lanes), decay rates in SMEM; the
+so any Dk, Dv; multiples of 128 fill the lanes), decay factors in SMEM; the
 state is updated in place (input/output aliasing). Memory bound: the state is
 read and written once, the outer product and q S' are VPU broadcasts and a
 sublane reduction (one query row would waste the MXU).
@@ -20,9 +20,10 @@ from kernels import reference as ref
 from kernels.tpu import common
 
 
-def _kernel(s_ref, q_ref, k_ref, v_ref, st_ref, o_ref, new_ref):
-  """q_ref, k_ref [Dk, 1] (keys on sublanes); v_ref [1, Dv]; st_ref, new_ref [Dk, Dv]; o_ref [1, Dv]."""
-  lam = jnp.exp(-s_ref[pl.program_id(0)])
+def _kernel(lam_ref, q_ref, k_ref, v_ref, st_ref, o_ref, new_ref):
+  """q_ref, k_ref [Dk, 1] (keys on sublanes); v_ref [1, Dv]; st_ref, new_ref [Dk, Dv]; o_ref [1, Dv];
+  lam_ref SMEM [B*H] decay factors exp(-s) (computed outside: the scalar unit has no exp)."""
+  lam = lam_ref[pl.program_id(0)]
   new = lam * st_ref[...].astype(jnp.float32) + k_ref[...].astype(jnp.float32) * v_ref[...].astype(jnp.float32)
   new_ref[...] = new.astype(new_ref.dtype)
   o_ref[...] = jnp.sum(q_ref[...].astype(jnp.float32) * new, axis=0, keepdims=True).astype(o_ref.dtype)
@@ -56,6 +57,6 @@ def linear_decode(q: jax.Array, k: jax.Array, v: jax.Array, state: jax.Array, sl
       compiler_params=common.compiler_params("parallel"),
       interpret=common.interpret_params(interpret),
       name="linear_decode_tpu",
-  )(jnp.tile(slopes.astype(jnp.float32), b), q.reshape(n, dk, 1), k.reshape(n, dk, 1), v.reshape(n, 1, dv),
+  )(jnp.exp(-jnp.tile(slopes.astype(jnp.float32), b)), q.reshape(n, dk, 1), k.reshape(n, dk, 1), v.reshape(n, 1, dv),
     state.reshape(n, dk, dv))
   return o.reshape(b, h, dv), new.reshape(state.shape)

@@ -29,7 +29,7 @@ _NEG = 0.7 * float(jnp.finfo(jnp.float32).min)
 
 
 def _kernel(len_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, acc_ref, *, scale, block_k, heads):
-  """q_ref [1, Dk]; k_ref [bk, Dk]; v_ref [bk, Dv]; o_ref [1, Dv]; m_ref, l_ref [1, 128]; acc_ref [1, Dv]."""
+  """q_ref [1, Dk]; k_ref [bk, Dk]; v_ref [bk, Dv]; o_ref [1, Dv]; m_ref, l_ref [1, 1]; acc_ref [1, Dv]."""
   i, j = pl.program_id(0), pl.program_id(1)
   length = len_ref[i // heads]
 
@@ -48,18 +48,18 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, acc_ref, *, scale
                         preferred_element_type=jnp.float32)             # [1, bk]
     pos = j * block_k + lax.broadcasted_iota(jnp.int32, s.shape, 1)
     s = jnp.where(pos < length, s, _NEG)
-    m_prev = m_ref[...]                                                 # [1, 128], lanes equal
+    m_prev = m_ref[...]                                                 # [1, 1]
     m_new = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
-    p = jnp.exp(s - m_new[:, :1])
+    p = jnp.exp(s - m_new)
     corr = jnp.exp(m_prev - m_new)
     l_ref[...] = corr * l_ref[...] + jnp.sum(p, axis=1, keepdims=True)
     m_ref[...] = m_new
     pv = jnp.dot(p.astype(dtype), v_ref[...], precision=prec, preferred_element_type=jnp.float32)
-    acc_ref[...] = corr[:, :1] * acc_ref[...] + pv
+    acc_ref[...] = corr * acc_ref[...] + pv
 
   @pl.when(j == pl.num_programs(1) - 1)
   def _done():
-    o_ref[...] = (acc_ref[...] / l_ref[...][:, :1]).astype(o_ref.dtype)
+    o_ref[...] = (acc_ref[...] / l_ref[...]).astype(o_ref.dtype)
 
 
 def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: jax.Array,
@@ -99,8 +99,8 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths
           in_specs=[row(dk), pl.BlockSpec((None, block_k, dk), cache_map),
                     pl.BlockSpec((None, block_k, dv), cache_map)],
           out_specs=row(dv),
-          scratch_shapes=[pltpu.VMEM((1, common.LANES), jnp.float32),
-                          pltpu.VMEM((1, common.LANES), jnp.float32),
+          scratch_shapes=[pltpu.VMEM((1, 1), jnp.float32),
+                          pltpu.VMEM((1, 1), jnp.float32),
                           pltpu.VMEM((1, dv), jnp.float32)]),
       out_shape=jax.ShapeDtypeStruct((n, 1, dv), v_cache.dtype),
       compiler_params=common.compiler_params("parallel", "arbitrary"),
