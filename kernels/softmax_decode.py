@@ -104,8 +104,9 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
       raise ValueError("impl='reference' is plain jnp: interpret=True has no effect")
     return ref.softmax_decode_step(q, k_cache, v_cache, lengths, scale=scale)
   if impl == "mosaic":
-    return softmax_decode_tpu(q, k_cache, v_cache, lengths, scale=scale, block_k=block_k,
-                  interpret=default_interpret(interpret))
+    return softmax_decode_tpu(q, k_cache, v_cache, lengths, scale=scale,
+                              block_k=block_k,
+                              interpret=default_interpret(interpret))
   b, h, lmax, dk = k_cache.shape
   dv = v_cache.shape[-1]
   if block_k <= 0 or k_splits <= 0:
