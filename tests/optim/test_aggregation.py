@@ -136,16 +136,18 @@ def test_imtl_g_equal_projections():
 def test_nash_mtl_bargaining_solution():
   g = _g3(4)
   m = g @ g.T
-  d, _, metrics = combine("nash_mtl", g, normalize=False)
+  d, _, metrics = combine("nash_mtl", g)
   a = np.array([metrics[f"weight/{i}"] for i in range(3)])
   np.testing.assert_allclose(m @ a, 1 / a, rtol=1e-3)
-  np.testing.assert_allclose(d @ d, 3.0, rtol=1e-3)
-  # normalized (reference code): solves on M / |M|_F
-  _, _, metrics = combine("nash_mtl", g, normalize=True)
+  np.testing.assert_allclose(d @ d, 3.0, rtol=1e-3)  # the paper's step, whatever the gradients' scale
+  d10, _, _ = combine("nash_mtl", 10 * g)
+  np.testing.assert_allclose(d10, d, rtol=1e-4, atol=1e-6)
+  # reference code's scale: solves on M / |M|_F
+  _, _, metrics = combine("nash_mtl", g, step_scale="reference_code")
   a = np.array([metrics[f"weight/{i}"] for i in range(3)])
   np.testing.assert_allclose(m / np.linalg.norm(m) @ a, 1 / a, rtol=1e-3)
   # max_norm clips the combined gradient
-  d, _, _ = combine("nash_mtl", g, normalize=False, max_norm=1.0)
+  d, _, _ = combine("nash_mtl", g, max_norm=1.0)
   np.testing.assert_allclose(np.linalg.norm(d), 1.0, rtol=1e-4)
 
 

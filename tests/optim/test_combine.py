@@ -59,7 +59,7 @@ def test_gramian_kind_equals_jacrev_reference():
       lambda s, p, b: combine_gradients(m, s, _loss_fn(b), p, 0))(m.init(params), params, batch)
   jac = jax.jit(jax.jacrev(lambda p, b: _loss_fn(b)(p)[0]))(params, batch)
   flat = np.concatenate([np.asarray(jac[k]).reshape(T, -1) for k in sorted(jac)], axis=1)
-  w = np.asarray(solvers.min_norm_simplex(jnp.asarray(flat @ flat.T)))
+  w = np.asarray(solvers.min_norm_simplex(jnp.asarray(flat @ flat.T))[0])
   ref = jax.tree_util.tree_map(lambda g: np.tensordot(w, np.asarray(g), 1), jac)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref)
   cos = flat @ flat.T / np.outer(np.linalg.norm(flat, axis=1), np.linalg.norm(flat, axis=1))
@@ -75,7 +75,7 @@ def test_mgda_ub_feature_route():
       lambda s, p, b: combine_gradients(m, s, _split(b), p, 0))(m.init(params), params, batch)
   z = _features(params, batch)
   zj = jax.jacrev(lambda z: _head_losses(params, z, batch)[0])(z).reshape(T, -1)
-  w = solvers.min_norm_simplex(zj @ zj.T)
+  w = solvers.min_norm_simplex(zj @ zj.T)[0]
   np.testing.assert_allclose([metrics[f"weight/{i}"] for i in range(T)], w, atol=1e-5)
   ref = jax.grad(lambda p: jnp.dot(w, _loss_fn(batch)(p)[0]))(params)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref)
