@@ -3,7 +3,8 @@ r"""Per-step cost of the multi-task methods at small T, relative to `equal`, on 
   python -m experiments.bench_optim_step --tasks 3 --json docs/mtl_optim_step.json \
       [--methods mgda,upgrad,...] [--baseline_pkg /tmp/old/mtl_optim_old]
 
-The step is a 2-layer MLP (`--dim`, `--hidden`) with T regression heads: forward, per-task gradients
+Times are CPU seconds of this process (time.process_time, all threads), which a shared, loaded machine
+disturbs less than wall time. The step is a 2-layer MLP (`--dim`, `--hidden`) with T regression heads: forward, per-task gradients
 (combine_gradients), Adam update, all under one jax.jit. Each method's step is timed `--repeats` times over
 `--steps` steps, interleaved with `equal`, and the median is reported. `--baseline_pkg` names a directory
 holding a copy of an earlier mtl/optim (imported as a package under its directory name, its `mtl.optim`
@@ -56,11 +57,11 @@ def _time(step, state, steps):
   params, opt_state, mstate = state
   out = step(params, opt_state, mstate, jnp.int32(0))
   jax.block_until_ready(out)
-  t0 = time.perf_counter()
+  t0 = time.process_time()  # CPU time of this process (all threads): less sensitive to other jobs than wall time
   for i in range(steps):
     params, opt_state, mstate, losses = step(params, opt_state, mstate, jnp.int32(i))
   jax.block_until_ready(losses)
-  return (time.perf_counter() - t0) / steps
+  return (time.process_time() - t0) / steps
 
 
 def main(argv=None):
