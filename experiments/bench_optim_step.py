@@ -6,7 +6,8 @@ r"""Per-step cost of the multi-task methods at small T, relative to `equal`, on 
 Times are CPU seconds of this process (time.process_time, all threads), which a shared, loaded machine
 disturbs less than wall time. The step is a 2-layer MLP (`--dim`, `--hidden`) with T regression heads: forward,
 per-task gradients (combine_gradients), Adam update, all under one jax.jit. Each method's step is timed
-`--repeats` times over `--steps` steps, interleaved with `equal`, and the median is reported. `--baseline_pkg` names a directory
+`--repeats` times over `--steps` steps, interleaved with `equal`, and the median is reported.
+`--baseline_pkg` names a directory
 holding a copy of an earlier mtl/optim (imported as a package under its directory name, its `mtl.optim`
 imports rewritten to that name), timed in the same run, so before/after ratios share the machine state.
 """
