@@ -341,12 +341,15 @@ def bargaining(gram: jnp.ndarray, alpha: float = 1.0, max_iter: int = 100) -> tu
   def residual(b):
     return jnp.max(jnp.abs((cm @ b) * b ** p / coef - 1.0))
 
+  tight = tol if dt == jnp.float64 else 1e-6
+
   def cond(c):
-    _, it, res = c
-    return (it < max_iter) & (res > tol)
+    _, it, res, prev = c
+    stalled = (res > 0.5 * prev) & (res <= tol)  # at the rounding floor: further steps do not help
+    return (it < max_iter) & (res > tight) & ~stalled
 
   def body(c):
-    b, it, _ = c
+    b, it, res_old, _ = c
     g = cm @ b - coef * b ** (-p)
     hess = cm + jnp.diag(p * coef * b ** (-p - 1.0))
     d = -spd_solve(hess, g)
@@ -359,9 +362,10 @@ def bargaining(gram: jnp.ndarray, alpha: float = 1.0, max_iter: int = 100) -> tu
     # near the solution F is flat to rounding (float32): fall back to the step that lowers the residual most
     res_c = jax.vmap(residual)(cands)
     k = jnp.where(jnp.any(ok), jnp.argmax(ok), jnp.argmin(res_c))
-    return cands[k], it + 1, res_c[k]
+    return cands[k], it + 1, res_c[k], res_old
 
   b0 = coef ** (1.0 / (1.0 + p))
-  b, it, res = jax.lax.while_loop(cond, body, (b0, jnp.zeros((), jnp.int32), residual(b0)))
+  b, it, res, _ = jax.lax.while_loop(cond, body, (b0, jnp.zeros((), jnp.int32), residual(b0),
+                                                  jnp.asarray(jnp.inf, dt)))
   a = jnp.where(zero, 0.0, b / s)
   return a, SolveInfo(it, (res > tol).astype(dt), res)
