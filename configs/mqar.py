@@ -1,17 +1,24 @@
-"""MQAR recall (Zoology) for softmax vs lightning attention.
+"""MQAR recall (Zoology) for the DecoderLM's token mixers.
 
-arg: 'mixer=softmax|lightning,data=mqar-L-K-V' (default data 'mqar': L=64, K=8, V=128), optional
-'steps=', 'lr=', 'dim='. Compare recall with token_accuracy (only answer positions have targets).
+arg: 'mixer=softmax|lightning|linear|conv,data=mqar[-L-K-V][-nN]' (default data 'mqar': L=64, K=8, V=128, Zoology's
+format; 'mqar_legacy...' for the shortcut-prone first format), optional 'steps=', 'lr=', 'dim=', 'conv=K' (a gated
+kernel-K short convolution before every mixer; mixer=conv needs it), 'slopes=s1:s2' (lightning per-head decay
+slopes), 'positions=rope|learned|none' (softmax), 'feature_dim=' (linear). Recall = token_accuracy (only query
+positions have targets); experiments/mqar_probe.py splits it by query order.
 """
 import ml_collections
 
 from configs import common
+from mtl.data.text.datasets import mqar_spec
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
   args = common.parse_arg(arg)
   c.dataset.name = args.get("data", "mqar")
+  spec = mqar_spec(c.dataset.name)
+  if spec is None:
+    raise ValueError(f"configs/mqar.py: data={c.dataset.name!r} is not an MQAR dataset name")
   c.num_steps = int(args.get("steps", 3000))
   c.batch_size = 64
   c.eval_batch_size = 256
@@ -20,9 +27,17 @@ def get_config(arg: str | None = None):
   c.optimizer.learning_rate = float(args.get("lr", 1e-3))
   c.optimizer.warmup_steps = min(100, c.num_steps // 10)
   c.checkpoint.every_steps = min(c.checkpoint.every_steps, c.num_steps)
-  vocab = 128 if c.dataset.name == "mqar" else int(c.dataset.name.split("-")[3])
+  mixer = args.get("mixer", "lightning")
+  positions = args.get("positions", "rope")
+  if positions not in ("rope", "learned", "none"):
+    raise ValueError(f"configs/mqar.py: positions must be rope, learned or none, got {positions!r}")
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
-      vocab_size=vocab, dim=int(args.get("dim", 64)), depth=2, num_heads=2, mlp_ratio=2.0,
-      mixer=args.get("mixer", "lightning"), block_size=16, rope=True))
+      vocab_size=spec.vocab_size, dim=int(args.get("dim", 64)), depth=2, num_heads=2, mlp_ratio=2.0,
+      mixer=mixer, block_size=16, rope=positions == "rope",
+      learned_positions=spec.seq_len if positions == "learned" else 0, short_conv=int(args.get("conv", 0))))
+  if "slopes" in args:
+    c.model.lm.decay_slopes = tuple(float(s) for s in args["slopes"].split(":"))
+  if "feature_dim" in args:
+    c.model.lm.feature_dim = int(args["feature_dim"])
   return c

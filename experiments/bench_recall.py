@@ -83,7 +83,7 @@ def query_index(targets: np.ndarray, num_kv: int) -> np.ndarray:
 
 
 def train_one(mixer: str, seq_len: int, width: int, lr: float, *, vocab: int, batch: int, max_steps: int,
-              eval_every: int, test_size: int, target: float = 0.99, seed: int = 0) -> dict:
+              eval_every: int, test_size: int, target: float = 0.99, seed: int = 0, log: bool = False) -> dict:
   """Trains one model; returns its best test recall, recall by query order at that point and the steps taken."""
   num_kv = num_pairs(seq_len)
   model = DecoderLM(vocab, width, 2, block_size=16, **MIXERS[mixer])
@@ -128,6 +128,8 @@ def train_one(mixer: str, seq_len: int, width: int, lr: float, *, vocab: int, ba
       rec, order = evaluate(params)
       if rec > best:
         best, best_order, best_step = rec, order, s
+      if log:
+        tqdm.write(f"  {mixer} L={seq_len} d={width} lr={lr:.0e} step {s}: loss {float(loss):.3f} recall {rec:.3f}")
       if rec >= target:
         break
   return {"recall": best, "recall_by_query_order": best_order.tolist(), "best_step": best_step,
@@ -154,7 +156,7 @@ def run_grid(args) -> dict:
     sweeps = []
     for lr in args.lrs:
       r = train_one(mixer, length, width, lr, vocab=args.vocab, batch=args.batch, max_steps=max_steps[length],
-                    eval_every=args.eval_every, test_size=args.test_size)
+                    eval_every=args.eval_every, test_size=args.test_size, log=True)
       sweeps.append(r)
       tqdm.write(f"L={length} K={num_kv} {mixer:15s} d={width:4d} lr={lr:.0e}: recall {r['recall']:.3f} "
                  f"(step {r['best_step']}/{r['steps']}, {r['seconds']:.0f}s)")

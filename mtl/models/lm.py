@@ -1,4 +1,4 @@
-"""Decoder-only language model (TransNormer blocks, softmax or lightning mixer), multi-task by prefix token.
+"""Decoder-only language model (TransNormer / Hybrid blocks, several token mixers), multi-task by prefix token.
 
 `DecoderLM(vocab_size, dim, depth, num_heads, ...)`: tokens int [B, L] ->
 {task: logits [B, L, V]} (one shared decoder; every task reads the same logits;
@@ -16,10 +16,16 @@ Decoding (all per-row positions, so rows can be at different lengths):
 Width slicing (S2D nested draft models): `slim(width)` is the same network with
 dim, heads and GLU width scaled by `width` (head_dim fixed) and
 `slice_params(params, model, width)` takes the leading block of every weight.
-`__call__(..., width=w)` trains that sub-model with shared weights. (Lightning
-decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head count, so a
-slim lightning draft decays its heads faster than the same heads of the full
-model: TransNormerBlock does not take a decay base to keep them equal.)
+`__call__(..., width=w)` trains that sub-model with shared weights. (Default
+lightning decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head
+count, so a slim lightning draft decays its heads faster than the same heads of
+the full model; with explicit `decay_slopes` the draft keeps the leading heads'
+slopes.)
+Mixers: 'softmax' (RoPE and/or learned positions), 'lightning' (per-head
+decay_slopes), 'linear' (feature-map linear attention, Based's Taylor map) and
+'conv' (a gated short convolution alone); `short_conv=K` puts a gated kernel-K
+short convolution before every block's mixer (Zoology's Hybrid). linear, conv
+and short_conv use mtl/nn/hybrid_block.py.
 """
 from __future__ import annotations
 
