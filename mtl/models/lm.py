@@ -36,6 +36,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.models.registry import MODELS
 from mtl.nn.hybrid_block import HybridBlock
 from mtl.nn.lightning import SRMSNorm, TransNormerBlock
 
@@ -334,6 +335,13 @@ class DecoderLM(nn.Module):
 def _cache_positions(layer_state: dict[str, jax.Array]) -> jax.Array:
   """Tokens already in a layer's decode state, int [B] (softmax cache 'length', lightning/hybrid 'pos')."""
   return layer_state["pos"] if "pos" in layer_state else layer_state["length"]
+
+
+@MODELS.register("lm")
+def build_lm(model_cfg, tasks, input_shape: tuple[int, ...], mesh=None) -> DecoderLM:
+  """DecoderLM from `config.model.lm` (its attributes as keys), one task-prefix per task."""
+  del input_shape, mesh
+  return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))
 
 
 def slice_params(params: Any, model: DecoderLM, width: float) -> Any:
