@@ -32,6 +32,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 
 from kernels import reference as ref
+from kernels.gqa_decode import gqa_decode
 from kernels.lightning_attention import default_interpret
 
 _NEG = 0.7 * float(jnp.finfo(jnp.float32).min)
@@ -82,8 +83,14 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
     interpret: None -> interpret on CPU, compiled elsewhere.
   Returns:
     [B, H, Dv] in v_cache.dtype.
+  Grouped caches (q heads H a multiple of the caches' Hkv < H: GQA / MQA) go
+  to `kernels.gqa_decode.gqa_decode`, one program per KV head and split
+  serving its whole query group.
   """
   ref.check_decode_softmax(q, k_cache, v_cache, lengths)
+  if q.shape[1] != k_cache.shape[1]:
+    return gqa_decode(q, k_cache, v_cache, lengths, scale=scale, block_k=block_k,
+                      k_splits=k_splits, interpret=interpret)
   b, h, lmax, dk = k_cache.shape
   dv = v_cache.shape[-1]
   if block_k <= 0 or k_splits <= 0:

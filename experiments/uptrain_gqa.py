@@ -1,0 +1,106 @@
+r"""GQA uptraining (Ainslie et al. 2023): a multi-head checkpoint -> grouped-query model, trained briefly.
+
+  python -m experiments.uptrain_gqa --src_workdir /tmp/runs/lm_mha --workdir /tmp/runs/lm_gqa2 \
+      --num_kv_heads 2 [--steps N] [--learning_rate LR] [--json OUT]
+
+Reads the source run's config and latest checkpoint (a DecoderLM with the softmax mixer), mean-pools the
+key and value projections of each group of H / Hkv consecutive heads (`mtl.nn.attention.pool_kv_heads`),
+writes the result as step 0 of a new run in --workdir (the source config with model.lm.num_kv_heads = Hkv,
+num_steps = N, a fresh optimizer state) and trains it there with `mtl.train.loop.train_and_evaluate`
+(re-running resumes). N defaults to 5% of the source's steps (the paper's alpha = 0.05); warmup is
+min(source warmup, N // 10). --num_kv_heads equal to the source's head count skips the pooling: the same
+schedule continues the multi-head model, the control for "extra steps alone".
+Prints and writes {source, pooled (before training), uptrained} test metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+from absl import app, flags, logging
+
+from mtl import evaluate as evaluate_lib
+from mtl.nn.attention import pool_kv_heads
+from mtl.train import checkpoint as ckpt_lib
+from mtl.train import loop
+
+_SRC = flags.DEFINE_string("src_workdir", None, "Workdir of the trained multi-head run.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of the uptrained run (created).")
+_KV = flags.DEFINE_integer("num_kv_heads", None, "KV heads of the uptrained model (1 = MQA).")
+_STEPS = flags.DEFINE_integer("steps", None, "Uptraining steps (default 5% of the source's).")
+_LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the source's).")
+_EVAL_POOLED = flags.DEFINE_bool("eval_pooled", True, "Also evaluate the pooled model before training.")
+_JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
+flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
+
+
+def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int | None,
+                   learning_rate: float | None) -> ml_collections.ConfigDict:
+  """The uptraining config: the source's with num_kv_heads, a short schedule and one final checkpoint."""
+  if src.model.get("name") != "lm" or src.model.lm.get("mixer") != "softmax":
+    raise ValueError(f"GQA uptraining needs a softmax-mixer 'lm' run, got model {src.model.get('name')!r} "
+                     f"mixer {src.model.get('lm', {}).get('mixer')!r}")
+  heads = int(src.model.lm.num_heads)
+  if src.model.lm.get("num_kv_heads") not in (None, heads):
+    raise ValueError(f"source run already has num_kv_heads={src.model.lm.num_kv_heads}; uptrain from multi-head")
+  if num_kv_heads <= 0 or heads % num_kv_heads:
+    raise ValueError(f"num_kv_heads {num_kv_heads} must be positive and divide the source's {heads} heads")
+  cfg = ml_collections.ConfigDict(src.to_dict())
+  n = steps if steps is not None else max(1, round(0.05 * src.num_steps))
+  if n <= 0:
+    raise ValueError(f"steps must be positive, got {n}")
+  cfg.model.lm.num_kv_heads = None if num_kv_heads == heads else num_kv_heads
+  cfg.num_steps = n
+  cfg.optimizer.warmup_steps = min(int(src.optimizer.get("warmup_steps", 0)), n // 10)
+  if learning_rate is not None:
+    cfg.optimizer.learning_rate = learning_rate
+  cfg.checkpoint.every_steps = n
+  cfg.eval_every = 0
+  cfg.draft.widths = ()
+  return cfg
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  src_exp, src_state, src_step = loop.restore_experiment(_SRC.value)
+  cfg = uptrain_config(src_exp.config, _KV.value, _STEPS.value, _LR.value)
+  result = {"source_workdir": _SRC.value, "source_step": src_step, "num_kv_heads": _KV.value,
+            "num_heads": int(cfg.model.lm.num_heads), "uptrain_steps": cfg.num_steps,
+            "uptrain_fraction": cfg.num_steps / src_exp.config.num_steps,
+            "learning_rate": cfg.optimizer.learning_rate}
+  src_results = os.path.join(_SRC.value, "results.json")
+  if os.path.exists(src_results):
+    with open(src_results) as f:
+      result["source_test"] = json.load(f)["test"]
+  ckpt = ckpt_lib.Checkpointer(os.path.join(_WORKDIR.value, "checkpoints"), cfg.checkpoint.every_steps,
+                               async_save=False)
+  if ckpt.latest_step() is None:
+    exp = loop.build_experiment(cfg)
+    params = src_state.params if cfg.model.lm.num_kv_heads is None else pool_kv_heads(
+        jax.device_get(src_state.params), _KV.value)
+    if jax.tree.structure(params) != jax.tree.structure(exp.state.params):
+      raise ValueError("pooled parameters do not match the GQA model's parameter tree")
+    params = jax.device_put(params, exp.state_shardings.params)
+    state = exp.state.replace(params=params, opt_state=exp.tx.init(params), mtl_state=exp.method.init(params))
+    if _EVAL_POOLED.value:
+      result["pooled_test"] = loop.evaluate_split(exp, state, cfg.dataset.get("test_split", "test"))
+      print("pooled, before uptraining:")
+      print(evaluate_lib.format_table(result["pooled_test"]))
+    os.makedirs(_WORKDIR.value, exist_ok=True)
+    ckpt.save(0, state, None, cfg.to_json_best_effort(sort_keys=True))
+  ckpt.close()
+  out = loop.train_and_evaluate(cfg, _WORKDIR.value)
+  result["uptrained_test"] = out["test"]
+  result["steps_per_second"] = out["steps_per_second"]
+  print(f"uptrained ({cfg.num_steps} steps, {100 * result['uptrain_fraction']:.1f}% of the source's):")
+  print(evaluate_lib.format_table(out["test"]))
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
