@@ -7,7 +7,7 @@ Reads the source run's config and latest checkpoint (a DecoderLM with the softma
 key and value projections of each group of H / Hkv consecutive heads (`mtl.nn.attention.pool_kv_heads`),
 writes the result as step 0 of a new run in --workdir (the source config with model.lm.num_kv_heads = Hkv,
 num_steps = N, a fresh optimizer state) and trains it there with `mtl.train.loop.train_and_evaluate`
-(re-running resumes). N defaults to 5% of the source's steps (the paper's alpha = 0.05); warmup is
+(re-running resumes). N defaults to 5% of the source's trained steps (the paper's alpha = 0.05); warmup is
 min(source warmup, N // 10). --num_kv_heads equal to the source's head count skips the pooling: the same
 schedule continues the multi-head model, the control for "extra steps alone".
 Prints and writes {source, pooled (before training), uptrained} test metrics.
@@ -32,13 +32,16 @@ _KV = flags.DEFINE_integer("num_kv_heads", None, "KV heads of the uptrained mode
 _STEPS = flags.DEFINE_integer("steps", None, "Uptraining steps (default 5% of the source's).")
 _LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: the source's).")
 _EVAL_POOLED = flags.DEFINE_bool("eval_pooled", True, "Also evaluate the pooled model before training.")
+_EVAL_SOURCE = flags.DEFINE_bool("eval_source", True, "Evaluate the source checkpoint when its results.json is "
+                                  "missing or of another step (off: report none).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
 
 
 def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int | None,
-                   learning_rate: float | None) -> ml_collections.ConfigDict:
-  """The uptraining config: the source's with num_kv_heads, a short schedule and one final checkpoint."""
+                   learning_rate: float | None, src_step: int | None = None) -> ml_collections.ConfigDict:
+  """The uptraining config: the source's with num_kv_heads, a short schedule and one final checkpoint.
+  src_step: steps the source was trained (default its num_steps); N defaults to 5% of it."""
   if src.model.get("name") != "lm" or src.model.lm.get("mixer") != "softmax":
     raise ValueError(f"GQA uptraining needs a softmax-mixer 'lm' run, got model {src.model.get('name')!r} "
                      f"mixer {src.model.get('lm', {}).get('mixer')!r}")
@@ -48,7 +51,7 @@ def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int
   if num_kv_heads <= 0 or heads % num_kv_heads:
     raise ValueError(f"num_kv_heads {num_kv_heads} must be positive and divide the source's {heads} heads")
   cfg = ml_collections.ConfigDict(src.to_dict())
-  n = steps if steps is not None else max(1, round(0.05 * src.num_steps))
+  n = steps if steps is not None else max(1, round(0.05 * (src_step or src.num_steps)))
   if n <= 0:
     raise ValueError(f"steps must be positive, got {n}")
   cfg.model.lm.num_kv_heads = None if num_kv_heads == heads else num_kv_heads
@@ -66,15 +69,22 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   src_exp, src_state, src_step = loop.restore_experiment(_SRC.value)
-  cfg = uptrain_config(src_exp.config, _KV.value, _STEPS.value, _LR.value)
+  cfg = uptrain_config(src_exp.config, _KV.value, _STEPS.value, _LR.value, src_step)
   result = {"source_workdir": _SRC.value, "source_step": src_step, "num_kv_heads": _KV.value,
             "num_heads": int(cfg.model.lm.num_heads), "uptrain_steps": cfg.num_steps,
-            "uptrain_fraction": cfg.num_steps / src_exp.config.num_steps,
-            "learning_rate": cfg.optimizer.learning_rate}
+            "uptrain_fraction": cfg.num_steps / src_step, "learning_rate": cfg.optimizer.learning_rate}
   src_results = os.path.join(_SRC.value, "results.json")
+  saved = {}
   if os.path.exists(src_results):
     with open(src_results) as f:
-      result["source_test"] = json.load(f)["test"]
+      saved = json.load(f)
+  if saved.get("step") == src_step:
+    result["source_test"] = saved["test"]
+  elif _EVAL_SOURCE.value:  # stopped early (preempted) or results of another step: evaluate the checkpoint
+    result["source_test"] = loop.evaluate_split(src_exp, src_state, src_exp.config.dataset.get("test_split", "test"))
+  if "source_test" in result:
+    print(f"source (multi-head, step {src_step}):")
+    print(evaluate_lib.format_table(result["source_test"]))
   ckpt = ckpt_lib.Checkpointer(os.path.join(_WORKDIR.value, "checkpoints"), cfg.checkpoint.every_steps,
                                async_save=False)
   if ckpt.latest_step() is None:
@@ -85,7 +95,7 @@ def main(argv):
       raise ValueError("pooled parameters do not match the GQA model's parameter tree")
     params = jax.device_put(params, exp.state_shardings.params)
     state = exp.state.replace(params=params, opt_state=exp.tx.init(params), mtl_state=exp.method.init(params))
-    if _EVAL_POOLED.value:
+    if _EVAL_POOLED.value and cfg.model.lm.num_kv_heads is not None:
       result["pooled_test"] = loop.evaluate_split(exp, state, cfg.dataset.get("test_split", "test"))
       print("pooled, before uptraining:")
       print(evaluate_lib.format_table(result["pooled_test"]))

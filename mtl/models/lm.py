@@ -243,10 +243,10 @@ class DecoderLM(nn.Module):
     c = tokens.shape[1]
     causal = jnp.tril(jnp.ones((c, c), bool))
     pending, shared, shared_kv = [], None, None
-    for i, (blk, st) in enumerate(zip(self.blocks, cache)):
+    for layer, (blk, st) in enumerate(zip(self.blocks, cache)):
       mixer = blk.token_mixer
       h = blk.norm(x)
-      if self.mixer == "softmax" and not self.projects_kv(i):
+      if self.mixer == "softmax" and not self.projects_kv(layer):
         y, _ = mixer.extend(h, shared, kv=shared_kv)
         pending.append({})
       elif self.mixer == "softmax":

@@ -13,6 +13,7 @@ def test_uptrain_config_sets_kv_heads_and_short_schedule():
   assert src.model.lm.num_kv_heads is None                 # the source config is untouched
   assert uptrain_config(src, 4, None, None).model.lm.num_kv_heads is None   # H: continue multi-head
   assert uptrain_config(src, 1, None, None).num_steps == 30                 # default 5% of the source
+  assert uptrain_config(src, 1, None, None, src_step=400).num_steps == 20   # ... of its trained steps
 
 
 @pytest.mark.parametrize("arg, kv, match", [
