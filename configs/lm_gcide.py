@@ -2,8 +2,9 @@
 
 arg: 'mixer=softmax' or 'mixer=lightning' (default), optional 'tasks=definition+reverse',
 'draft=0.25+0.5' (train nested speculative drafts at these widths, distilled from the full model; see
-mtl/train/nested_draft.py), softmax-mixer KV layouts 'kv_heads=' (grouped-query attention, 1 = MQA) and
-'kv_share=' (cross-layer attention: adjacent layers sharing K/V; docs/gqa.md), and size overrides 'dim=', 'depth=', 'heads=', 'steps=', 'batch=' for small runs.
+mtl/nested_draft.py), softmax-mixer KV layouts 'kv_heads=' (grouped-query attention, 1 = MQA, 0 = multi-head)
+and 'kv_share=' (cross-layer attention: adjacent layers sharing K/V; docs/gqa.md), and size overrides 'dim=',
+'depth=', 'heads=', 'steps=', 'batch=' for small runs.
 Dataset 'gcide_text' (mtl/data/text/datasets.py), model 'lm' (mtl.models.lm.DecoderLM). A 2-CPU-core run
 and its results: docs/lm.md.
 """
@@ -14,11 +15,12 @@ from configs import common
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, tasks=(), steps=20000, batch=64, dim=256, depth=4, heads=4, mixer="lightning",
+                          draft=(), kv_heads=0, kv_share=1)
   c.dataset.name = "gcide_text"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
-  c.num_steps = int(args.get("steps", 20000))
-  c.batch_size = int(args.get("batch", 64))
+  c.dataset.tasks = args.tasks
+  c.num_steps = args.steps
+  c.batch_size = args.batch
   c.eval_batch_size = 64
   c.log_every = 100
   c.eval_every = 2000
@@ -29,10 +31,10 @@ def get_config(arg: str | None = None):
   c.optimizer.grad_clip_norm = 1.0
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
-      vocab_size=272, dim=int(args.get("dim", 256)), depth=int(args.get("depth", 4)),
-      num_heads=int(args.get("heads", 4)), mlp_ratio=2.0, mixer=args.get("mixer", "lightning"), block_size=64,
-      rope=True, num_kv_heads=int(args["kv_heads"]) if "kv_heads" in args else None,
-      kv_share=int(args.get("kv_share", 1))))
-  c.draft.widths = tuple(float(w) for w in args.get("draft", "").split("+") if w)
+      vocab_size=272, dim=args.dim, depth=args.depth, num_heads=args.heads, mlp_ratio=2.0, mixer=args.mixer,
+      block_size=64, rope=True, num_kv_heads=args.kv_heads or None, kv_share=args.kv_share))
+  c.draft.widths = tuple(float(w) for w in args.draft)
+  if c.draft.widths:
+    c.train_step = "nested_draft"
   c.eval_every = min(c.eval_every, c.num_steps)
   return c
