@@ -61,7 +61,9 @@ def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int
     cfg.optimizer.learning_rate = learning_rate
   cfg.checkpoint.every_steps = n
   cfg.eval_every = 0
-  cfg.draft.widths = ()
+  if cfg.get("draft", {}).get("widths", ()):   # no nested drafts while uptraining
+    cfg.draft.widths = ()
+    cfg.train_step = "standard"
   return cfg
 
 
