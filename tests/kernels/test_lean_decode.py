@@ -112,3 +112,5 @@ def test_bad_shapes_raise():
     lean_decode(q, k, v, jnp.array([3]), block_k=16, num_programs=2, interpret=True)
   with pytest.raises(ValueError, match="num_programs"):
     lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=0, interpret=True)
+  with pytest.raises(ValueError, match="no Mosaic"):
+    softmax_decode(q, k, v, jnp.array([3]), block_k=8, impl="mosaic", interpret=True)
