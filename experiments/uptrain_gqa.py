@@ -34,6 +34,8 @@ _LR = flags.DEFINE_float("learning_rate", None, "Peak learning rate (default: th
 _EVAL_POOLED = flags.DEFINE_bool("eval_pooled", True, "Also evaluate the pooled model before training.")
 _EVAL_SOURCE = flags.DEFINE_bool("eval_source", True, "Evaluate the source checkpoint when its results.json is "
                                   "missing or of another step (off: report none).")
+_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 0, "Evaluate source, pooled and uptrained models on the "
+                                     "first N test batches only (0: the whole split, as train_and_evaluate).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
 
@@ -67,6 +69,11 @@ def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int
   return cfg
 
 
+def _evaluate(exp, state) -> dict:
+  split = exp.config.dataset.get("test_split", "test")
+  return loop.evaluate_split(exp, state, split, max_batches=_EVAL_BATCHES.value or None)
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -80,10 +87,11 @@ def main(argv):
   if os.path.exists(src_results):
     with open(src_results) as f:
       saved = json.load(f)
-  if saved.get("step") == src_step:
+  result["eval_batches"] = _EVAL_BATCHES.value or "all"
+  if saved.get("step") == src_step and not _EVAL_BATCHES.value:
     result["source_test"] = saved["test"]
-  elif _EVAL_SOURCE.value:  # stopped early (preempted) or results of another step: evaluate the checkpoint
-    result["source_test"] = loop.evaluate_split(src_exp, src_state, src_exp.config.dataset.get("test_split", "test"))
+  elif _EVAL_SOURCE.value:  # a test subset, or the source stopped early: evaluate the checkpoint
+    result["source_test"] = _evaluate(src_exp, src_state)
   if "source_test" in result:
     print(f"source (multi-head, step {src_step}):")
     print(evaluate_lib.format_table(result["source_test"]))
@@ -98,15 +106,22 @@ def main(argv):
     params = jax.device_put(params, exp.state_shardings.params)
     state = exp.state.replace(params=params, opt_state=exp.tx.init(params), mtl_state=exp.method.init(params))
     if _EVAL_POOLED.value and cfg.model.lm.num_kv_heads is not None:
-      result["pooled_test"] = loop.evaluate_split(exp, state, cfg.dataset.get("test_split", "test"))
+      result["pooled_test"] = _evaluate(exp, state)
       print("pooled, before uptraining:")
       print(evaluate_lib.format_table(result["pooled_test"]))
     os.makedirs(_WORKDIR.value, exist_ok=True)
     ckpt.save(0, state, None, cfg.to_json_best_effort(sort_keys=True))
+  done = ckpt.latest_step() or 0
   ckpt.close()
-  out = loop.train_and_evaluate(cfg, _WORKDIR.value)
-  result["uptrained_test"] = out["test"]
-  result["steps_per_second"] = out["steps_per_second"]
+  if not _EVAL_BATCHES.value:
+    out = loop.train_and_evaluate(cfg, _WORKDIR.value)
+    result["uptrained_test"] = out["test"]
+    result["steps_per_second"] = out["steps_per_second"]
+  else:  # train without the loop's whole-split test, then evaluate the same subset as the source
+    if done < cfg.num_steps:
+      loop.train_and_evaluate(cfg, _WORKDIR.value, stop_at_step=cfg.num_steps)
+    exp, state, _ = loop.restore_experiment(_WORKDIR.value)
+    result["uptrained_test"] = _evaluate(exp, state)
   print(f"uptrained ({cfg.num_steps} steps, {100 * result['uptrain_fraction']:.1f}% of the source's):")
   print(evaluate_lib.format_table(out["test"]))
   if _JSON.value:
