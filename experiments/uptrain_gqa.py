@@ -123,7 +123,7 @@ def main(argv):
     exp, state, _ = loop.restore_experiment(_WORKDIR.value)
     result["uptrained_test"] = _evaluate(exp, state)
   print(f"uptrained ({cfg.num_steps} steps, {100 * result['uptrain_fraction']:.1f}% of the source's):")
-  print(evaluate_lib.format_table(out["test"]))
+  print(evaluate_lib.format_table(result["uptrained_test"]))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump(result, f, indent=2)
