@@ -206,6 +206,8 @@ class TransNormerBlock(nn.Module):
     mixer: 'lightning' or 'softmax'. impl: lightning 'jnp' / 'pallas' (also
       selects the softmax decode kernel). block_size, use_lrpe: lightning.
     glu_activation: see GLU. decay_slopes: lightning per-head slopes (see LightningAttention).
+    num_kv_heads, softmax_project_kv: softmax mixer only: grouped-query KV heads and cross-layer
+      attention (see mtl.nn.attention.SoftmaxAttention: num_kv_heads, project_kv).
   """
   dim: int
   num_heads: int
@@ -219,11 +221,15 @@ class TransNormerBlock(nn.Module):
   glu_activation: str = "none"
   decay_slopes: tuple[float, ...] | None = None
   dtype: Any = jnp.float32
+  num_kv_heads: int | None = None
+  softmax_project_kv: bool = True
 
   def setup(self):
     if self.mixer not in MIXERS:
       raise ValueError(f"unknown mixer {self.mixer!r}; expected one of "
                        f"{MIXERS}")
+    if self.mixer != "softmax" and (self.num_kv_heads is not None or not self.softmax_project_kv):
+      raise ValueError(f"num_kv_heads / softmax_project_kv apply to the softmax mixer only, not {self.mixer!r}")
     if self.num_heads <= 0 or self.dim % self.num_heads:
       raise ValueError(f"dim {self.dim} must be a positive multiple of "
                        f"num_heads {self.num_heads}")
@@ -242,7 +248,7 @@ class TransNormerBlock(nn.Module):
       self.token_mixer = SoftmaxAttention(
           self.num_heads, head_dim, causal=self.causal, out_dim=self.dim,
           decode_impl=self.impl, dtype=self.dtype, rope=self.softmax_rope,
-          name="mixer")
+          num_kv_heads=self.num_kv_heads, project_kv=self.softmax_project_kv, name="mixer")
     self.glu = GLU(hidden, out_dim=self.dim, activation=self.glu_activation,
                    dtype=self.dtype, name="glu")
     self.norm = SRMSNorm()
@@ -258,7 +264,7 @@ class TransNormerBlock(nn.Module):
     """Decode state: lightning recurrent state, or a softmax KV cache."""
     head_dim = self.dim // self.num_heads
     if self.mixer == "softmax":
-      return init_kv_cache(batch, max_len, self.num_heads, head_dim)
+      return init_kv_cache(batch, max_len, self.num_kv_heads or self.num_heads, head_dim)
     qk = 2 * head_dim if self.use_lrpe else head_dim
     return {"kv": jnp.zeros((batch, self.num_heads, qk, head_dim),
                             jnp.float32),
