@@ -19,7 +19,7 @@ from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm
 from mtl.tasks.base import TaskSpec
 
 CLASSIFICATION_KINDS = ("classification", "binary")
-DENSE_KINDS = ("semseg", "depth", "edges")
+DENSE_KINDS = ("semseg", "depth", "edges", "normals", "saliency", "human_parts", "boundary", "boundary_nyud")
 
 
 def pool_features(features: jnp.ndarray) -> jnp.ndarray:

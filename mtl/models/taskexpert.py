@@ -32,7 +32,7 @@ from mtl.nn.moe import IMPLS, ROUTERS, MoEMLP
 from mtl.tasks.base import TaskSpec
 
 VARIANTS = ("taskexpert", "moe")
-DENSE_KINDS = ("semseg", "depth", "edges")
+DENSE_KINDS = ("semseg", "depth", "edges", "normals", "saliency", "human_parts", "boundary", "boundary_nyud")
 
 
 class TaskHead(nn.Module):

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import types
 
-from mtl.tasks import binary, classification, depth, edges, lm, semseg
+from mtl.tasks import binary, boundary, classification, depth, edges, human_parts, lm, normals, saliency, semseg
 from mtl.tasks.base import KINDS, TaskSpec, select_tasks
 from mtl.tasks.masking import masked_mean
 
 _KIND_MODULES = {"classification": classification, "binary": binary, "semseg": semseg, "depth": depth,
-                 "edges": edges, "lm": lm}
+                 "edges": edges, "lm": lm, "normals": normals, "saliency": saliency,
+                 "human_parts": human_parts, "boundary": boundary, "boundary_nyud": boundary.NYUD}
 assert set(_KIND_MODULES) == set(KINDS)
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
-KINDS = ("classification", "binary", "semseg", "depth", "edges", "lm")
+KINDS = ("classification", "binary", "semseg", "depth", "edges", "lm", "normals", "saliency", "human_parts",
+         "boundary", "boundary_nyud")
 
 
 @dataclasses.dataclass(frozen=True)
