@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mtl.models.resnet import ResNetEncoder
 from mtl.nn import slimmable
 from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm, SlimLayerNorm
 
@@ -203,7 +204,7 @@ class MLPEncoder(nn.Module):
     return x
 
 
-ENCODERS = {"conv": ConvEncoder, "vit": ViTEncoder, "mlp": MLPEncoder}
+ENCODERS = {"conv": ConvEncoder, "vit": ViTEncoder, "mlp": MLPEncoder, "resnet": ResNetEncoder}
 
 
 def _kwargs(cfg: ml_collections.ConfigDict, skip: tuple[str, ...]) -> dict:

@@ -88,6 +88,10 @@ def build_experiment(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh 
   tx = build_optimizer(config.optimizer, config.num_steps)
   method = get_method(config.mtl.method, len(tasks), **dict(config.mtl.get("kwargs", {})))
   state = init_state(model, tx, method, tuple(info.input_shape), config.seed)
+  if config.model.get("pretrained"):
+    from mtl.models.pretrained import apply_pretrained
+    params = apply_pretrained(state.params, config.model, getattr(model, "encoder", None), tuple(info.input_shape))
+    state = state.replace(params=params, opt_state=tx.init(params), mtl_state=method.init(params))
   rules = [tuple(r) for r in config.get("sharding", {}).get("rules", ())]
   state_shardings = sharding_lib.tree_shardings(state, mesh, rules)
   state = jax.device_put(state, state_shardings)
