@@ -15,6 +15,15 @@ from mtl.models.resnet import IMAGENET_MEAN, IMAGENET_STD, ResNetEncoder
 RNG = np.random.default_rng(0)
 
 
+def _template(enc, x):
+  """Parameter shapes only (the loaders fill every leaf), without running an init."""
+  return jax.eval_shape(lambda: enc.init(jax.random.PRNGKey(0), jnp.asarray(x)))["params"]
+
+
+def _apply(enc, params, x, width=1.0):
+  return np.asarray(jax.jit(lambda p, x: enc.apply({"params": p}, x, width=width))(params, jnp.asarray(x)))[0]
+
+
 # ------------------------------------------------------------------------------------------ ResNet reference
 def _conv(x, w, stride=1, pad=0, dil=1):
   """x [C, H, W], w [O, I, kh, kw] (PyTorch semantics) in float64."""
@@ -39,7 +48,8 @@ def _resnet_ref(image, t, depths=(2, 2, 2, 2), output_stride=32):
   x = np.maximum(_bn(_conv(x, t["conv1.weight"], 2, 3), t, "bn1"), 0)
   xp = np.pad(x, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
   ho, wo = (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1
-  x = np.max(np.stack([xp[:, a:a + 2 * (ho - 1) + 1:2, b:b + 2 * (wo - 1) + 1:2] for a in range(3) for b in range(3)]), 0)
+  windows = [xp[:, a:a + 2 * (ho - 1) + 1:2, b:b + 2 * (wo - 1) + 1:2] for a in range(3) for b in range(3)]
+  x = np.max(np.stack(windows), 0)
   sd = {32: ((1, 1), (2, 1), (2, 1), (2, 1)), 16: ((1, 1), (2, 1), (2, 1), (1, 2)),
         8: ((1, 1), (2, 1), (1, 2), (1, 4))}[output_stride]
   prev = 1
@@ -116,10 +126,9 @@ def test_timm_resnet18_matches_reference_at_full_and_half_width(resnet_file, out
   enc = ResNetEncoder(depth=18, output_stride=output_stride, norm="affine", pixel_mean=IMAGENET_MEAN,
                       pixel_std=IMAGENET_STD, widths=(0.5, 1.0))
   x = RNG.uniform(size=(1, 32, 40, 3)).astype(np.float32)
-  params = enc.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
-  params = pretrained.load_timm_resnet(path, params, enc)
+  params = pretrained.load_timm_resnet(path, _template(enc, x), enc)
   for width in (1.0, 0.5):
-    got = np.asarray(enc.apply({"params": params}, jnp.asarray(x), width=width))[0]
+    got = _apply(enc, params, x, width)
     want = _resnet_ref(x[0].astype(np.float64), t if width == 1.0 else _narrow(t, width), output_stride=output_stride)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max(), rtol=0)
@@ -130,8 +139,8 @@ def test_a_narrower_model_takes_the_checkpoints_leading_channels(resnet_file):
   enc = ResNetEncoder(depth=18, output_stride=32, norm="affine", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
                       stem_channels=32, stage_channels=(32, 64, 128, 256))
   x = RNG.uniform(size=(1, 32, 32, 3)).astype(np.float32)
-  params = pretrained.load_timm_resnet(path, enc.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"], enc)
-  got = np.asarray(enc.apply({"params": params}, jnp.asarray(x)))[0]
+  params = pretrained.load_timm_resnet(path, _template(enc, x), enc)
+  got = _apply(enc, params, x)
   want = _resnet_ref(x[0].astype(np.float64), _narrow(t, 0.5))
   np.testing.assert_allclose(got, want, atol=2e-4 * np.abs(want).max(), rtol=0)
 
@@ -141,17 +150,17 @@ def test_resnet_loader_errors_name_the_problem(resnet_file, tmp_path):
   x = jnp.zeros((1, 32, 32, 3))
   enc = ResNetEncoder(depth=18, norm="group")
   with pytest.raises(pretrained.PretrainedError, match="norm='affine'"):
-    pretrained.load_timm_resnet(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc)
+    pretrained.load_timm_resnet(path, _template(enc, x), enc)
   enc = ResNetEncoder(depth=18, norm="affine")
   with pytest.raises(pretrained.PretrainedError, match="ImageNet input normalisation"):
-    pretrained.load_timm_resnet(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc)
+    pretrained.load_timm_resnet(path, _template(enc, x), enc)
   enc = ResNetEncoder(depth=34, norm="affine", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD)
   with pytest.raises(pretrained.PretrainedError, match="lacks 'layer1.2.conv1"):
-    pretrained.load_timm_resnet(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc)
+    pretrained.load_timm_resnet(path, _template(enc, x), enc)
   enc = ResNetEncoder(depth=18, norm="affine", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
                       stage_channels=(64, 128, 256, 1024))
-  with pytest.raises(pretrained.PretrainedError, match=r"layer4_0/conv1/kernel: checkpoint shape \(3, 3, 256, 512\)"):
-    pretrained.load_timm_resnet(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc)
+  with pytest.raises(pretrained.PretrainedError, match=r"layer4_0/bn1/bias: checkpoint shape \(512,\) cannot fill the model.s \(1024,\)"):
+    pretrained.load_timm_resnet(path, _template(enc, x), enc)
 
 
 # ------------------------------------------------------------------------------------------ big_vision ViT
@@ -227,17 +236,16 @@ def test_big_vision_vit_ti16_matches_reference_with_folded_input_range(vit_files
   path, path_scan, w = vit_files
   enc = ViTEncoder(patch_size=16, dim=192, depth=12, num_heads=3, mlp_ratio=4.0)
   x = RNG.uniform(size=(1, 64, 64, 3)).astype(np.float32)
-  init = enc.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
+  init = _template(enc, x)
   params = pretrained.load_big_vision_vit(path, init, enc, (64, 64))
-  got = np.asarray(enc.apply({"params": params}, jnp.asarray(x)))[0]
+  got = _apply(enc, params, x)
   want = _vit_ref(x[0].astype(np.float64), w)
   np.testing.assert_allclose(got, want, atol=3e-4, rtol=0)
   scanned = pretrained.load_big_vision_vit(path_scan, init, enc, (64, 64))
   jax.tree_util.tree_map(np.testing.assert_array_equal, scanned, params)
   # A narrower fixed-width ViT (2 of the 3 heads, MLP 512) takes the leading heads / units.
   small = ViTEncoder(patch_size=16, dim=128, depth=2, num_heads=2, mlp_ratio=4.0)
-  sp = pretrained.load_big_vision_vit(path, small.init(jax.random.PRNGKey(0), jnp.asarray(x))["params"], small,
-                                      (64, 64))
+  sp = pretrained.load_big_vision_vit(path, _template(small, x), small, (64, 64))
   np.testing.assert_array_equal(sp["block1_attn"]["query_kernel"],
                                 w["params/Transformer/encoderblock_1/MultiHeadDotProductAttention_0/query/kernel"][
                                     :128, :2])
@@ -255,10 +263,10 @@ def test_vit_loader_errors(vit_files, tmp_path):
   x = jnp.zeros((1, 64, 64, 3))
   enc = ViTEncoder(patch_size=8, dim=192, depth=2, num_heads=3)
   with pytest.raises(pretrained.PretrainedError, match="patch size"):
-    pretrained.load_big_vision_vit(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc, (64, 64))
+    pretrained.load_big_vision_vit(path, _template(enc, x), enc, (64, 64))
   enc = ViTEncoder(patch_size=16, dim=192, depth=13, num_heads=3)
   with pytest.raises(pretrained.PretrainedError, match="12 transformer blocks"):
-    pretrained.load_big_vision_vit(path, enc.init(jax.random.PRNGKey(0), x)["params"], enc, (64, 64))
+    pretrained.load_big_vision_vit(path, _template(enc, x), enc, (64, 64))
   with pytest.raises(pretrained.PretrainedError, match="not found"):
     pretrained.load_big_vision_vit(str(tmp_path / "nope.npz"), {}, enc, (64, 64))
 
