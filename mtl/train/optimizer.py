@@ -8,7 +8,8 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up for `cfg.warmup_steps`, then `cfg.schedule` in {'constant', 'cosine'} to the end."""
+  """Linear warm-up for `cfg.warmup_steps`, then `cfg.schedule` in {'constant', 'cosine', 'poly'} to the end
+  ('poly': lr * (1 - t / T) ** 0.9, the schedule of the dense multi-task papers)."""
   lr, warmup = float(cfg.learning_rate), int(cfg.get("warmup_steps", 0))
   if lr <= 0:
     raise ValueError(f"optimizer.learning_rate must be > 0, got {lr}")
@@ -19,8 +20,10 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
     decay = optax.constant_schedule(lr)
   elif kind == "cosine":
     decay = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1), alpha=cfg.get("final_lr_fraction", 0.0))
+  elif kind == "poly":
+    decay = optax.polynomial_schedule(lr, 0.0, float(cfg.get("poly_power", 0.9)), max(total_steps - warmup, 1))
   else:
-    raise ValueError(f"optimizer.schedule must be 'constant' or 'cosine', got {kind!r}")
+    raise ValueError(f"optimizer.schedule must be 'constant', 'cosine' or 'poly', got {kind!r}")
   if warmup == 0:
     return decay
   return optax.join_schedules([optax.linear_schedule(0.0, lr, warmup), decay], [warmup])
