@@ -4,9 +4,9 @@
   python -m experiments.train --config configs/pascal_resnet.py:pretrained=/path/resnet34.safetensors,control=1 \
       --workdir wd/pascal_r34_control
   python -m experiments.train --config configs/pascal_resnet.py:smoke=1 --workdir /tmp/pascal_r_smoke
-Args: configs/dense_benchmarks.py and configs/resnet_dense.py.
+Args: configs/common_dense.py and configs/common_resnet_dense.py.
 """
-from configs import resnet_dense
+from configs import common_resnet_dense as resnet_dense
 from configs.pascal_vit import WEIGHTS
 
 

@@ -159,7 +159,7 @@ def test_resnet_loader_errors_name_the_problem(resnet_file, tmp_path):
     pretrained.load_timm_resnet(path, _template(enc, x), enc)
   enc = ResNetEncoder(depth=18, norm="affine", pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD,
                       stage_channels=(64, 128, 256, 1024))
-  with pytest.raises(pretrained.PretrainedError, match=r"layer4_0/bn1/bias: checkpoint shape \(512,\) cannot fill the model.s \(1024,\)"):
+  with pytest.raises(pretrained.PretrainedError, match=r"layer4_0/bn1/bias: checkpoint shape \(512,\) cannot fill"):
     pretrained.load_timm_resnet(path, _template(enc, x), enc)
 
 

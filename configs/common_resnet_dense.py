@@ -4,11 +4,11 @@ trained as a controllable model (sandwich rule + CIKD over widths 0.25..1, confi
 
 Extra args: depth=18|34 (default 34), os=8|16 (default 16), control=1 (controllable), pretrained=FILE (timm
 safetensors; switches the norm to the folded-BatchNorm affine and the input to ImageNet normalisation).
-The optimisation follows the InvPT protocol of configs/dense_benchmarks.py except lr 1e-4 (a CNN fine-tuning rate;
+The optimisation follows the InvPT protocol of configs/common_dense.py except lr 1e-4 (a CNN fine-tuning rate;
 the controllable paper's own schedule is not reproduced here).
 """
 from configs import common
-from configs import dense_benchmarks as db
+from configs import common_dense as db
 from mtl.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 
 EXTRA_ARGS = ("depth", "os", "control")
