@@ -125,3 +125,12 @@ def write_pascal_context(root: str, hw: tuple[int, int] = (30, 26), splits: dict
       _save(_normals_png(normals), os.path.join(root, "normals_distill", f"{i}.png"))
       _save(((labels > 0) * 255).astype(np.uint8), os.path.join(root, "sal_distill", f"{i}.png"))
   return ids
+
+
+if __name__ == "__main__":
+  # python -m mtl.testing.dense_files DATA_DIR: both folders under DATA_DIR/downloads/manual (for smoke runs).
+  import sys
+  base = os.path.join(sys.argv[1], "downloads", "manual")
+  write_nyud(os.path.join(base, "NYUDv2"), hw=(48, 64), splits={"train": 16, "val": 8})
+  write_pascal_context(os.path.join(base, "PASCALContext"), hw=(50, 40), splits={"train": 16, "val": 8})
+  print(f"wrote NYUDv2 (16 train / 8 val, 48x64) and PASCALContext (16 / 8, 50x40) under {base}")
