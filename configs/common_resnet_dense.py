@@ -11,19 +11,15 @@ from configs import common
 from configs import common_dense as db
 from mtl.models.resnet import IMAGENET_MEAN, IMAGENET_STD
 
-EXTRA_ARGS = ("depth", "os", "control")
-
-
 def config(name: str, dataset: str, nominal_hw: tuple[int, int], weights: dict, arg: str | None):
-  args = db.parse(arg, name, EXTRA_ARGS)
-  args.setdefault("lr", "1e-4")
-  c = db.base(dataset, nominal_hw, weights, args)
-  smoke = args.get("smoke", "0") not in ("0", "", "false")
+  args = db.parse(arg, name, depth=34, os=16, control=False)
+  c = db.base(dataset, nominal_hw, weights, args, lr=1e-4)
+  smoke = args.smoke
   c.model.encoder.name = "resnet"
-  c.model.encoder.depth = int(args.get("depth", 34))
-  c.model.encoder.output_stride = int(args.get("os", 16))
-  if c.model.encoder.depth not in (18, 34) or c.model.encoder.output_stride not in (8, 16):
-    raise ValueError(f"{name}: depth must be 18 or 34 and os 8 or 16, got {args}")
+  c.model.encoder.depth = args.depth
+  c.model.encoder.output_stride = args.os
+  if args.depth not in (18, 34) or args.os not in (8, 16):
+    raise ValueError(f"{name}: depth must be 18 or 34 and os 8 or 16, got depth={args.depth}, os={args.os}")
   if smoke:
     c.model.encoder.stem_channels = 16
     c.model.encoder.stage_channels = (16, 16, 32, 32)
@@ -34,6 +30,6 @@ def config(name: str, dataset: str, nominal_hw: tuple[int, int], weights: dict, 
   else:
     c.model.encoder.norm = "group"
   db.set_pretrained_format(c, "timm_resnet")
-  if args.get("control", "0") not in ("0", "", "false"):
+  if args.control:
     common.make_controllable(c)
   return c

@@ -39,7 +39,7 @@ class DatasetSpec:
 
   `splits` holds the sizes built from the real sources; a dataset built from other files reports its own sizes.
   `transform` (optional) turns each stored record into fixed-shape arrays at `input_shape[:2]` before collating;
-  datasets with one can be asked for at another resolution as 'name@HxW' (see `registry.get_spec`).
+  datasets with one can be asked for at another resolution as 'name-HxW' (see `registry.get_spec`).
   """
   name: str
   builder: type

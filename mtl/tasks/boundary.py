@@ -23,9 +23,8 @@ How this differs from the SEISM / BSDS toolkit (so the numbers are close to, not
 """
 from __future__ import annotations
 
-import functools
+import sys
 import math
-import types
 
 import jax
 import jax.numpy as jnp
@@ -33,8 +32,10 @@ import numpy as np
 import optax
 
 from mtl.tasks.masking import sample_mask
+from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("ods_f", "ods_threshold", "precision", "recall", "loss")
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 NUM_BINS = 100
 POS_WEIGHT = 0.95
 MAX_DIST_PASCAL = 0.0075
@@ -122,6 +123,5 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   return None
 
 
-# Kind 'boundary_nyud': the same with NYUDv2's tolerance.
-NYUD = types.SimpleNamespace(METRICS=METRICS, loss=loss, finalize=finalize, check_shapes=check_shapes,
-                             stats=functools.partial(stats, max_dist=MAX_DIST_NYUD), __name__=__name__ + ".NYUD")
+
+TASK_KINDS.register("boundary", sys.modules[__name__])

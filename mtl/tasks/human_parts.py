@@ -10,11 +10,14 @@ never seen nor predicted; here such a class is left out of the mean (it never ha
 """
 from __future__ import annotations
 
+import sys
 import jax.numpy as jnp
 
 from mtl.tasks import semseg
+from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("miou", "pixel_accuracy", "loss")
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 PART_NAMES = ("background", "head", "torso", "uarm", "larm", "uleg", "lleg")
 
 
@@ -33,3 +36,6 @@ def finalize(s: dict) -> dict[str, float]:
 
 def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) -> str | None:
   return semseg.check_shapes(logits_shape, targets_shape, num_outputs)
+
+
+TASK_KINDS.register("human_parts", sys.modules[__name__])

@@ -11,13 +11,16 @@ it is exact to within one bin.
 """
 from __future__ import annotations
 
+import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mtl.tasks.masking import sample_mask
+from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("mean", "median", "rmse", "within_11.25", "within_22.5", "within_30", "loss")
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 WITHIN_DEG = {"11.25": 11.25, "22.5": 22.5, "30": 30.0}
 BIN_DEG = 0.05
 NUM_BINS = int(round(180.0 / BIN_DEG))
@@ -95,3 +98,6 @@ def check_shapes(outputs_shape: tuple, targets_shape: tuple, num_outputs: int) -
   if tuple(targets_shape) != tuple(outputs_shape):
     return f"expected targets [B, H, W, 3] = {outputs_shape}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("normals", sys.modules[__name__])

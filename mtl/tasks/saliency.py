@@ -11,14 +11,17 @@ reported (InvPT's SaliencyMeter: threshold_step 0.05, beta_squared 0.3). Also th
 """
 from __future__ import annotations
 
+import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 from mtl.tasks.masking import sample_mask
+from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("max_f", "best_threshold", "max_iou", "loss")
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 NUM_BINS = 20  # thresholds k / NUM_BINS for k = 1 .. NUM_BINS - 1.
 BETA_SQ = 0.3
 
@@ -76,3 +79,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   if tuple(targets_shape) != tuple(logits_shape[:3]):
     return f"expected targets [B, H, W] = {logits_shape[:3]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("saliency", sys.modules[__name__])

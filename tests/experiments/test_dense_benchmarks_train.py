@@ -31,7 +31,7 @@ def data_dir(tmp_path_factory):
 def _check_metrics(test: dict, config) -> None:
   info_tasks = {"nyud": ("semseg", "depth", "normals", "edge"),
                 "pascal_context": ("semseg", "human_parts", "saliency", "normals", "edge")}
-  name = config.dataset.name.split("@")[0]
+  name = config.dataset.name.split("-")[0]
   assert tuple(test) == info_tasks[name]
   from mtl import data
   kinds = {t.name: t.kind for t in data.get_info(config.dataset.name).tasks}
@@ -73,7 +73,7 @@ def test_every_dense_config_validates(arg):
     assert len(c.mtl.kwargs.weights) == len(c.dataset.tasks)
   c = nyud_resnet.get_config("control=1,smoke=1")
   assert c.control.enabled and tuple(c.model.encoder.widths) == (0.25, 0.5, 0.75, 1.0)
-  with pytest.raises(ValueError, match="unknown arg"):
+  with pytest.raises(ValueError, match="unknown config arg"):
     nyud_vit.get_config("depth=34")
   with pytest.raises(ValueError, match="unknown task"):
     pascal_vit.get_config("tasks=depth")

@@ -14,7 +14,7 @@ Stored as the original PNG bytes (decoded by the pipeline) plus depth as float32
 Tasks: 'semseg' (mIoU), 'depth' (RMSE, lower is better; L1 loss), 'normals' (mean angular error, lower is better),
 'edge' (ODS-F with NYUD's tolerance 0.011 of the diagonal). Pipeline: training images are randomly scaled by
 [0.5, 2] x (H / 448), cropped to H x W and flipped (InvPT, 448 x 576 crops); evaluation images are resized to fit
-H x W and padded with ignored labels. 'nyud' is 448 x 576; 'nyud@HxW' any other size.
+H x W and padded with ignored labels. 'nyud' is 448 x 576; 'nyud-HxW' any other size.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ regions); images with a person but no part annotation have all-background part m
 
 Tasks: 'semseg' (mIoU), 'human_parts' (mIoU, images with people only), 'saliency' (maxF), 'normals' (mean angular
 error, lower is better), 'edge' (ODS-F, tolerance 0.0075 of the diagonal). 'pascal_context' is 512 x 512; any other
-size as 'pascal_context@HxW'. Training: scale [0.5, 2] x (H / 512), crop, flip; evaluation: fit and pad.
+size as 'pascal_context-HxW'. Training: scale [0.5, 2] x (H / 512), crop, flip; evaluation: fit and pad.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ def dense_built(tmp_path_factory):
 
 
 def _all(name, split, d, **kw):
-  n = data.get_info(name.split("@")[0], d).splits[split]
+  n = data.get_info(name.split("-")[0], d).splits[split]
   return next(data.make_loader(name, split, batch_size=n, shuffle=False, num_epochs=1, data_dir=d, **kw))
 
 
@@ -34,7 +34,7 @@ def test_nyud_eval_batches_match_the_files(dense_built):
   assert info.splits == {"train": 4, "val": 3}
   assert [(t.name, t.kind, t.num_outputs) for t in info.tasks] == [
       ("semseg", "semseg", 40), ("depth", "depth", 1), ("normals", "normals", 3), ("edge", "boundary_nyud", 1)]
-  b = _all("nyud@24x32", "val", d)  # the files' own size: no resizing, no padding.
+  b = _all("nyud-24x32", "val", d)  # the files' own size: no resizing, no padding.
   from PIL import Image
   for k, i in enumerate(ids["nyud"]["val"]):
     img = np.asarray(Image.open(os.path.join(root, "images", f"{i}.png")))
@@ -49,7 +49,7 @@ def test_nyud_eval_batches_match_the_files(dense_built):
 
 def test_nyud_eval_fits_and_pads_with_ignore(dense_built):
   d = dense_built[0]
-  b = _all("nyud@16x32", "val", d)  # 24x32 -> 16x21 (aspect kept), padded on the right.
+  b = _all("nyud-16x32", "val", d)  # 24x32 -> 16x21 (aspect kept), padded on the right.
   assert b["image"].shape == (3, 16, 32, 3)
   assert (b["semseg"][:, :, 22:] == -1).all() and (b["depth"][:, :, 22:] == -1).all()
   assert (b["normals"][:, :, 22:] == 0).all() and (b["edge"][:, :, 22:] == -1).all()
@@ -60,14 +60,14 @@ def test_training_augmentation_is_seeded_and_differs_per_epoch(dense_built):
   d = dense_built[0]
 
   def first_batches(seed, k=3):
-    it = data.make_loader("nyud@12x16", "train", batch_size=4, seed=seed, data_dir=d)
+    it = data.make_loader("nyud-12x16", "train", batch_size=4, seed=seed, data_dir=d)
     return [next(it) for _ in range(k)]
   a, b, c = first_batches(0), first_batches(0), first_batches(1)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x["image"], y["image"])
   assert not np.array_equal(a[0]["image"], c[0]["image"])
   assert not np.array_equal(a[0]["image"], a[1]["image"])  # epoch 2 of the same 4 images: new crops.
-  it = data.make_loader("nyud@12x16", "train", batch_size=4, seed=0, data_dir=d)
+  it = data.make_loader("nyud-12x16", "train", batch_size=4, seed=0, data_dir=d)
   it.set_state({"next_batch": 2})
   np.testing.assert_array_equal(next(it)["depth"], a[2]["depth"])
 
@@ -103,7 +103,7 @@ def test_pascal_context_tasks_masks_and_derived_labels(dense_built):
   assert [(t.name, t.kind, t.num_outputs) for t in info.tasks] == [
       ("semseg", "semseg", 21), ("human_parts", "human_parts", 7), ("saliency", "saliency", 1),
       ("normals", "normals", 3), ("edge", "boundary", 1)]
-  b = _all("pascal_context@30x26", "val", d)
+  b = _all("pascal_context-30x26", "val", d)
   import scipy.io
   from PIL import Image
   for k, i in enumerate(ids["pascal_context"]["val"]):
@@ -146,9 +146,9 @@ def test_malformed_files_are_named(tmp_path):
 
 
 def test_resolution_variants_only_for_dense_datasets():
-  assert data.get_info("nyud@32x48").input_shape == (32, 48, 3)
-  with pytest.raises(ValueError, match="fixed resolution"):
-    data.get_info("cifar100_mtl@16x16")
+  assert data.get_info("nyud-32x48").input_shape == (32, 48, 3)
+  with pytest.raises(ValueError, match="unknown dataset|fixed resolution"):
+    data.get_info("cifar100_mtl-16x16")
 
 
 # ------------------------------------------------------------------------------------------- CIFAR-100 pickles
