@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +49,10 @@ def fit(value: np.ndarray, target_shape: tuple, what: str) -> np.ndarray:
 
 
 def _fill(target: Any, source: Mapping[str, np.ndarray], path: str = "") -> Any:
-  """Returns `target` (nested dict of arrays) with every leaf replaced by `source['a/b/c']`, fitted to its shape."""
+  """Returns `target` (nested dict of arrays, or of arrays boxed with logical axis names, which are unboxed) with
+  every leaf replaced by `source['a/b/c']`, fitted to its shape."""
+  if not path:
+    target = nn.meta.unbox(target)
   if isinstance(target, Mapping):
     return {k: _fill(v, source, f"{path}/{k}" if path else k) for k, v in target.items()}
   if path not in source:
