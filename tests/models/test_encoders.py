@@ -100,8 +100,8 @@ def test_build_encoder():
   assert isinstance(encoders.build_encoder(ml_collections.ConfigDict({"name": "vit"})), encoders.ViTEncoder)
   assert isinstance(encoders.build_encoder(ml_collections.ConfigDict({"name": "resnet", "depth": 34})),
                     encoders.ResNetEncoder)
-  with pytest.raises(ValueError, match="known: conv, mlp, resnet, vit"):
-    encoders.build_encoder(ml_collections.ConfigDict({"name": "densenet"}))
+  with pytest.raises(ValueError, match="unknown encoder 'no_such_encoder'; known: conv, mlp, resnet, vit"):
+    encoders.build_encoder(ml_collections.ConfigDict({"name": "no_such_encoder"}))
   with pytest.raises(ValueError, match="bad arguments"):
     encoders.build_encoder(ml_collections.ConfigDict({"name": "mlp", "depth": 3}))
 
