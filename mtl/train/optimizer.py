@@ -4,7 +4,8 @@ A config cannot describe an optimizer other than the one that runs: every field 
 read by the chosen optimizer or schedule, else `build_optimizer` raises naming the field (e.g. `weight_decay`
 with `name='adam'`: optax.adam has no weight decay, use 'adamw'). Fields:
   always        name, learning_rate, warmup_steps, schedule, grad_clip_norm (0 = off)
-  schedule      'constant' | 'cosine' (+ final_lr_fraction: the cosine's end value / learning_rate)
+  schedule      'constant' | 'cosine' (+ final_lr_fraction: the cosine's end value / learning_rate) |
+                'poly' (+ poly_power: lr * (1 - t / T) ** poly_power, default 0.9)
   sgd           (nothing else)
   momentum      momentum (Nesterov SGD; default 0.9)
   adam          b1, b2, eps
@@ -18,7 +19,7 @@ import ml_collections
 import optax
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "poly")
 COMMON_FIELDS = frozenset({"name", "learning_rate", "warmup_steps", "schedule", "grad_clip_norm"})
 OPTIMIZER_FIELDS = {
     "sgd": frozenset(),
@@ -26,7 +27,8 @@ OPTIMIZER_FIELDS = {
     "adam": frozenset({"b1", "b2", "eps"}),
     "adamw": frozenset({"b1", "b2", "eps", "weight_decay"}),
 }
-SCHEDULE_FIELDS = {"constant": frozenset(), "cosine": frozenset({"final_lr_fraction"})}
+SCHEDULE_FIELDS = {"constant": frozenset(), "cosine": frozenset({"final_lr_fraction"}),
+                   "poly": frozenset({"poly_power"})}
 
 
 def _fields(cfg: Any) -> dict:
@@ -57,7 +59,8 @@ def check_optimizer_config(cfg: ml_collections.ConfigDict) -> None:
 
 
 def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-  """Linear warm-up for `cfg.warmup_steps`, then `cfg.schedule` in {'constant', 'cosine'} to the end."""
+  """Linear warm-up for `cfg.warmup_steps`, then `cfg.schedule` in {'constant', 'cosine', 'poly'} to the end
+  ('poly': lr * (1 - t / T) ** poly_power, default 0.9, the schedule of the dense multi-task papers)."""
   lr, warmup = float(cfg.learning_rate), int(cfg.get("warmup_steps", 0))
   if lr <= 0:
     raise ValueError(f"optimizer.learning_rate must be > 0, got {lr}")
@@ -71,6 +74,11 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> 
     if not 0.0 <= final <= 1.0:
       raise ValueError(f"optimizer.final_lr_fraction must be in [0, 1], got {final}")
     decay = optax.cosine_decay_schedule(lr, max(total_steps - warmup, 1), alpha=final)
+  elif kind == "poly":
+    power = float(cfg.get("poly_power", 0.9))
+    if power <= 0:
+      raise ValueError(f"optimizer.poly_power must be > 0, got {power}")
+    decay = optax.polynomial_schedule(lr, 0.0, power, max(total_steps - warmup, 1))
   else:
     raise ValueError(f"optimizer.schedule must be one of {SCHEDULES}, got {kind!r}")
   if warmup == 0:
