@@ -6,6 +6,7 @@ Usage: --config configs/moe_yeast.py                      (MoE MLPs in every blo
        --config configs/moe_yeast.py:moe_every=0          (the same backbone with dense MLPs)
        --config configs/moe_yeast.py:variant=taskexpert   (TaskExpert gates + feature memory; moe_every=0 unless given)
        --config configs/moe_yeast.py:impl=expert_parallel,expert_devices=4   (experts sharded over 4 devices)
+       --config configs/moe_yeast.py:heads=4    (Multi-Head MoE, 4 sub-tokens per token, at the MoE MLP's MACs)
 Same data, steps, batch and optimizer as configs/yeast.py (the dense shared MLP encoder, the baseline).
 """
 from configs import common
@@ -32,5 +33,9 @@ def get_config(arg: str | None = None):
   c.model.te_experts = int(args.get("te_experts", 8))
   c.model.te_hidden = int(args.get("te_hidden", 64))
   c.model.moe_groups = int(args.get("groups", 0))  # 0: one routing group per device of the token split
+  if "heads" in args:  # MH-MoE: expert hidden shrunk so the layer costs the MoEMLP's MACs (mtl/nn/mh_moe.py)
+    from mtl.nn.mh_moe import equal_macs_hidden
+    c.model.moe_heads = int(args["heads"])
+    c.model.moe_hidden = equal_macs_hidden(c.model.dim, int(c.model.dim * c.model.mlp_ratio), c.model.top_k)
   common.apply_expert_devices(c, args)
   return c

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 
-from mtl.data.builders import cifar100_mtl, fashion_scenes, multi_fashion_mnist, multifashion, yeast
+from mtl.data.builders import cifar100_mtl, fashion_scenes, mmoe_synthetic, multi_fashion_mnist, multifashion, yeast
 from mtl.data.spec import DatasetSpec
 
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC)}
+    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC,
+    *mmoe_synthetic.SPECS)}
 
 
 def names() -> tuple[str, ...]:

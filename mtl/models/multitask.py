@@ -49,7 +49,7 @@ class MultiTaskModel(nn.Module):
 
 def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
                 input_shape: tuple[int, ...], mesh: jax.sharding.Mesh | None = None) -> nn.Module:
-  """Model from `config.model`: `name` in {'multitask', 'taskexpert', 'lm'} plus its sub-configs.
+  """Model from `config.model`: `name` in {'multitask', 'taskexpert', 'towers', 'lm'} plus its sub-configs.
 
   Args:
     model_cfg: `config.model` with `encoder` and `head` sub-configs (see configs/).
@@ -67,9 +67,12 @@ def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...
   if name == "taskexpert":
     from mtl.models.taskexpert import build_taskexpert
     return build_taskexpert(model_cfg, tasks, input_shape, mesh=mesh)
+  if name == "towers":
+    from mtl.models.towers import build_towers
+    return build_towers(model_cfg, tasks, input_shape)
   if name == "lm":
     from mtl.models.lm import DecoderLM
     return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))
-  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert', 'lm'")
+  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert', 'towers', 'lm'")
 
 

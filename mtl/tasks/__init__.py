@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import types
 
-from mtl.tasks import binary, classification, depth, edges, lm, semseg
+from mtl.tasks import binary, classification, depth, edges, lm, regression, semseg
 from mtl.tasks.base import KINDS, TaskSpec, select_tasks
 from mtl.tasks.masking import masked_mean
 
 _KIND_MODULES = {"classification": classification, "binary": binary, "semseg": semseg, "depth": depth,
-                 "edges": edges, "lm": lm}
+                 "edges": edges, "lm": lm, "regression": regression}
 assert set(_KIND_MODULES) == set(KINDS)
 
 

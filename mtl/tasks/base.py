@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-KINDS = ("classification", "binary", "semseg", "depth", "edges", "lm")
+KINDS = ("classification", "binary", "semseg", "depth", "edges", "lm", "regression")
 
 
 @dataclasses.dataclass(frozen=True)
