@@ -2,15 +2,16 @@ r"""MMoE's synthetic benchmark (Ma et al. 2018, section 4) and Yeast for the tab
 
   nice -n 5 python -m experiments.bench_towers --json docs/towers.json --plot docs/towers.png \
       --archs shared_bottom,mmoe,cgc,ple,adatt,home --correlations 1.0,0.9,0.5 --seeds 0,1,2 \
-      --steps 8000 --yeast_steps 600
+      --steps 6000 --yeast_steps 600
 
 Synthetic: for every correlation p and seed s the data are drawn afresh by the paper's recipe
 (`mtl.data.builders.mmoe_synthetic.generate(p, seed=SEED + s)`: new task weights, sine parameters and inputs;
 10,000 train / 2,000 test examples) and the model is initialised with seed s, as in the paper's repeated runs.
 Models and optimisation are those of `configs/towers_synthetic.py:arch=<arch>,correlation=<p>` (Adam 1e-3,
 cosine decay, batch 128), trained with the project's train step (`mtl.train.step.make_train_step`, equal task
-weights) on in-memory arrays: the seeds of one (arch, p) run side by side under `jax.vmap`, `--eval_every`
-steps at a time under `lax.scan`. Reported: test MSE averaged over the two tasks, final and along training.
+weights) on in-memory arrays: the 9 runs (3 correlations x 3 seeds) of one arch train side by side under
+`jax.vmap`, `--eval_every` steps at a time under `lax.scan`. Reported: test MSE averaged over the two tasks,
+final and along training.
 
 Yeast: `configs/towers_yeast.py:arch=<arch>` (600 steps, batch 64, Adam 1e-3) on the built Yeast splits, the same
 way; reported: mean test accuracy over the 14 tasks and delta-m against the shared bottom (%, > 0 is better).
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -98,22 +98,32 @@ def _load(name: str, arg: str):
   return importlib.import_module(f"configs.{name}").get_config(arg)
 
 
-def synthetic(archs, correlations, seeds, steps, eval_every, bar) -> dict:
+def synthetic(archs, correlations, seeds, steps, eval_every, bar, save) -> dict:
+  """Per arch, the len(correlations) * len(seeds) runs train side by side (one compilation per arch)."""
+  runs = [(p, s) for p in correlations for s in seeds]
+  data = []
+  for p, s in runs:
+    d = mmoe_synthetic.generate(p, {"train": 10_000, "test": 2_000}, seed=mmoe_synthetic.SEED + s)
+    data.append({split: {"features": v["features"], "y1": v["y1"], "y2": v["y2"]} for split, v in d.items()})
+  label_corr = [mmoe_synthetic.label_correlation(d["train"]) for d in data]
   out = {}
-  for p in correlations:
-    data = [mmoe_synthetic.generate(p, {"train": 10_000, "test": 2_000}, seed=mmoe_synthetic.SEED + s)
-            for s in seeds]
-    data = [{split: {"features": d["features"], "y1": d["y1"], "y2": d["y2"]} for split, d in x.items()}
-            for x in data]
-    label_corr = [mmoe_synthetic.label_correlation(d["train"]) for d in data]
-    for arch in archs:
-      c = _load("towers_synthetic", f"arch={arch},correlation={p},steps={steps}")
-      r = train_seeds(c, mmoe_synthetic.TASKS, data, seeds, eval_every)
-      r["mse"] = [float(np.mean([f[t]["mse"] for t in ("y1", "y2")])) for f in r["final"]]
-      r["label_correlation"] = label_corr
-      out[f"{p}/{arch}"] = r
-      bar.update(1)
-      bar.set_postfix_str(f"p={p} {arch} mse={np.mean(r['mse']):.4f}")
+  for arch in archs:
+    # The config of the first correlation: models and optimisation do not depend on the correlation.
+    c = _load("towers_synthetic", f"arch={arch},correlation={correlations[0]},steps={steps}")
+    r = train_seeds(c, mmoe_synthetic.TASKS, data, [s for _, s in runs], eval_every)
+    for j, p in enumerate(correlations):
+      sel = [i for i, (q, _) in enumerate(runs) if q == p]
+      final = [r["final"][i] for i in sel]
+      out[f"{p}/{arch}"] = {
+          "params": r["params"], "final": final,
+          "mse": [float(np.mean([f[t]["mse"] for t in ("y1", "y2")])) for f in final],
+          "curve": [{"step": c_["step"], "test": [c_["test"][i] for i in sel]} for c_ in r["curve"]],
+          "train_loss_per_chunk": [[chunk[i] for i in sel] for chunk in r["train_loss_per_chunk"]],
+          "label_correlation": [label_corr[i] for i in sel],
+          "seconds_all_correlations": r["seconds"], "chunk_seconds_all_correlations": r["chunk_seconds"]}
+    bar.update(1)
+    bar.set_postfix_str(f"{arch} mse=" + "/".join(f"{np.mean(out[f'{p}/{arch}']['mse']):.3f}" for p in correlations))
+    save(out)
   return out
 
 
@@ -129,7 +139,7 @@ def yeast_arrays() -> dict:
   return out
 
 
-def yeast_runs(archs, seeds, steps, bar) -> dict:
+def yeast_runs(archs, seeds, steps, bar, save) -> dict:
   from mtl.data.builders import yeast
   arrays = yeast_arrays()
   data = [arrays] * len(seeds)
@@ -142,6 +152,7 @@ def yeast_runs(archs, seeds, steps, bar) -> dict:
     out[arch] = r
     bar.update(1)
     bar.set_postfix_str(f"yeast {arch} acc={np.mean(r['accuracy']):.4f}")
+    save(out)
   base = np.mean(np.asarray(out[archs[0]]["accuracy"]), axis=0)  # [T], mean over seeds
   for arch in archs:
     acc = np.asarray(out[arch]["accuracy"])  # [S, T]
@@ -182,8 +193,8 @@ def main(argv=None) -> int:
   ap.add_argument("--archs", default="shared_bottom,mmoe,cgc,ple,adatt,home")
   ap.add_argument("--correlations", default="1.0,0.9,0.5")
   ap.add_argument("--seeds", default="0,1,2")
-  ap.add_argument("--steps", type=int, default=8000)
-  ap.add_argument("--eval_every", type=int, default=500)
+  ap.add_argument("--steps", type=int, default=6000)
+  ap.add_argument("--eval_every", type=int, default=1000)
   ap.add_argument("--yeast_steps", type=int, default=600, help="0 skips Yeast")
   ap.add_argument("--json", required=True)
   ap.add_argument("--plot", default="")
@@ -194,20 +205,26 @@ def main(argv=None) -> int:
   if not archs or not corrs or not seeds or args.steps < 1 or args.eval_every < 1:
     raise SystemExit("need archs, correlations, seeds, steps >= 1 and eval_every >= 1")
   t0 = time.time()
-  total = len(archs) * len(corrs) + (len(archs) if args.yeast_steps else 0)
+  total = len(archs) * (2 if args.yeast_steps else 1)
   result = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_towers"]
                                  + (sys.argv[1:] if argv is None else list(argv))),
             "archs": archs, "correlations": corrs, "seeds": seeds, "steps": args.steps,
             "yeast_steps": args.yeast_steps, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                                                         f"jax {jax.__version__} {jax.default_backend()}"}
-  with tqdm(total=total, desc="runs") as bar:
-    result["synthetic"] = synthetic(archs, corrs, seeds, args.steps, args.eval_every, bar)
-    if args.yeast_steps:
-      result["yeast"] = yeast_runs(archs, seeds, args.yeast_steps, bar)
-  result["wall_seconds"] = time.time() - t0
   os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-  with open(args.json, "w") as f:
-    json.dump(result, f, indent=1)
+
+  def save(part: str):
+    def write(value):  # after every arch, so a cut-off run keeps what it finished
+      result[part] = value
+      result["wall_seconds"] = time.time() - t0
+      with open(args.json, "w") as f:
+        json.dump(result, f, indent=1)
+    return write
+
+  with tqdm(total=total, desc="runs") as bar:
+    synthetic(archs, corrs, seeds, args.steps, args.eval_every, bar, save("synthetic"))
+    if args.yeast_steps:
+      yeast_runs(archs, seeds, args.yeast_steps, bar, save("yeast"))
   if args.plot:
     plot(result, args.plot)
   print(format_tables(result))

@@ -150,7 +150,7 @@ def _grad_of_task(model, v, x, task):
 def test_cgc_task_sees_only_its_own_and_shared_experts():
   """CGC: the 'r' output does not depend on the experts of 'b' or 'c' (exactly zero gradient), but on its own
   and the shared ones. In PLE (2 levels) the level-1 shared gate mixes everything, so it does depend on them."""
-  x = _inputs()
+  x = _inputs(big=10.0)
   for arch, levels in (("cgc", None), ("ple", 2)):
     model = _model(arch, **({} if levels is None else {"num_levels": levels}))
     v = _variables(model, x)
@@ -168,7 +168,7 @@ def test_home_hierarchy_masks_and_feature_gates():
   """HoME with groups (0, 0, 1): task 'c' (group 1) gets exactly zero gradient from the level-2 experts of
   group 0 and of tasks 'r', 'b'; the zero-initialised feature gates start at 1 (the input passes unchanged)."""
   model = _model("home")
-  x = _inputs()
+  x = _inputs(big=10.0)
   v = _variables(model, x)
   g = _grad_of_task(model, v, x, "c")
   group2 = np.abs(np.asarray(g["group_experts2"]["w0"])).sum(axis=(1, 2))  # [groups * m]
