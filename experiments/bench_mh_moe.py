@@ -44,7 +44,12 @@ def _loads(model, params, x) -> dict[str, np.ndarray]:
 
 
 def activation(model, params, x: np.ndarray, batch: int) -> dict[str, dict[str, float]]:
-  """Per MoE layer: mean fraction of experts with load > 0 per token, per batch of `batch`, on all of x."""
+  """Per MoE layer: mean fraction of experts with load > 0 per token, per batch of `batch`, on all of x.
+
+  Runs the einsum-dispatch implementation (`moe_impl='dense'`: same parameters, same routing; ragged_dot has
+  no batching rule for the vmap over tokens / batches).
+  """
+  model = model.clone(moe_impl="dense")
   per_token = jax.jit(jax.vmap(lambda xi: _loads(model, params, xi[None])))(jnp.asarray(x))
   n = (len(x) // batch) * batch
   per_batch = jax.jit(jax.vmap(lambda xb: _loads(model, params, xb)))(jnp.asarray(x[:n]).reshape(-1, batch,

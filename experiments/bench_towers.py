@@ -164,7 +164,8 @@ def plot(result: dict, path: str) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  syn, archs, corrs = result["synthetic"], result["archs"], result["correlations"]
+  syn, corrs = result["synthetic"], result["correlations"]
+  archs = [a for a in result["archs"] if all(f"{p}/{a}" in syn for p in corrs)]
   fig, axes = plt.subplots(1, len(corrs) + 1, figsize=(4.2 * (len(corrs) + 1), 3.6))
   for arch in archs:
     m = [np.mean(syn[f"{p}/{arch}"]["mse"]) for p in corrs]
@@ -198,14 +199,24 @@ def main(argv=None) -> int:
   ap.add_argument("--yeast_steps", type=int, default=600, help="0 skips Yeast")
   ap.add_argument("--json", required=True)
   ap.add_argument("--plot", default="")
+  ap.add_argument("--skip_synthetic", action="store_true", help="run only the Yeast part")
+  ap.add_argument("--report_only", action="store_true",
+                  help="only print the tables and draw the plot of an existing --json (e.g. a run cut off early)")
   args = ap.parse_args(argv)
+  if args.report_only:
+    with open(args.json) as f:
+      result = json.load(f)
+    if args.plot and result.get("synthetic"):
+      plot(result, args.plot)
+    print(format_tables(result))
+    return 0
   archs = [a for a in args.archs.split(",") if a]
   corrs = [float(p) for p in args.correlations.split(",") if p]
   seeds = [int(s) for s in args.seeds.split(",") if s]
   if not archs or not corrs or not seeds or args.steps < 1 or args.eval_every < 1:
     raise SystemExit("need archs, correlations, seeds, steps >= 1 and eval_every >= 1")
   t0 = time.time()
-  total = len(archs) * (2 if args.yeast_steps else 1)
+  total = len(archs) * ((0 if args.skip_synthetic else 1) + (1 if args.yeast_steps else 0))
   result = {"command": " ".join([os.path.basename(sys.executable), "-m", "experiments.bench_towers"]
                                  + (sys.argv[1:] if argv is None else list(argv))),
             "archs": archs, "correlations": corrs, "seeds": seeds, "steps": args.steps,
@@ -222,39 +233,46 @@ def main(argv=None) -> int:
     return write
 
   with tqdm(total=total, desc="runs") as bar:
-    synthetic(archs, corrs, seeds, args.steps, args.eval_every, bar, save("synthetic"))
+    if not args.skip_synthetic:
+      synthetic(archs, corrs, seeds, args.steps, args.eval_every, bar, save("synthetic"))
     if args.yeast_steps:
       yeast_runs(archs, seeds, args.yeast_steps, bar, save("yeast"))
-  if args.plot:
+  if args.plot and result.get("synthetic"):
     plot(result, args.plot)
   print(format_tables(result))
   return 0
 
 
 def format_tables(result: dict) -> str:
-  archs, corrs, syn = result["archs"], result["correlations"], result["synthetic"]
-  lines = [f"Synthetic (Ma et al. 2018): test MSE, mean of the 2 tasks, mean ± std over seeds "
+  corrs, syn = result["correlations"], result.get("synthetic", {})
+  archs = [a for a in result["archs"] if all(f"{p}/{a}" in syn for p in corrs)]  # finished ones
+  lines = [] if not archs else [f"Synthetic (Ma et al. 2018): test MSE, mean of the 2 tasks, mean ± std over seeds "
            f"{result['seeds']}, {result['steps']} steps", "",
            "| arch | params | " + " | ".join(f"p={p}" for p in corrs) + " | gap to shared bottom, " +
            " / ".join(f"p={p}" for p in corrs) + " |",
            "|---|---:|" + "---:|" * len(corrs) + "---:|"]
-  base = {p: np.mean(syn[f"{p}/{archs[0]}"]["mse"]) for p in corrs}
+  base = {p: np.mean(syn[f"{p}/{archs[0]}"]["mse"]) for p in corrs} if archs else {}
   for arch in archs:
     cells = [f"{np.mean(syn[f'{p}/{arch}']['mse']):.4f} ± {np.std(syn[f'{p}/{arch}']['mse']):.4f}" for p in corrs]
     gaps = " / ".join(f"{base[p] - np.mean(syn[f'{p}/{arch}']['mse']):+.4f}" for p in corrs)
     lines.append(f"| {arch} | {syn[f'{corrs[0]}/{arch}']['params']:,} | " + " | ".join(cells) + f" | {gaps} |")
-  lc = {p: np.mean(syn[f"{p}/{archs[0]}"]["label_correlation"]) for p in corrs}
-  lines += ["", "Pearson correlation of the train labels: " + ", ".join(f"p={p}: {v:.3f}" for p, v in lc.items())]
+  lc = {p: np.mean(syn[f"{p}/{archs[0]}"]["label_correlation"]) for p in corrs} if archs else {}
+  if archs:
+    lines += ["", "Pearson correlation of the train labels: " + ", ".join(f"p={p}: {v:.3f}" for p, v in lc.items())]
   if "yeast" in result:
     y = result["yeast"]
-    key = "delta_m_vs_" + archs[0]
+    archs = [a for a in result["archs"] if a in y]
+    base = np.mean(np.asarray(y[archs[0]]["accuracy"]), axis=0)  # [T], mean over seeds
     lines += ["", f"Yeast: mean test accuracy over 14 tasks, {result['yeast_steps']} steps, seeds {result['seeds']}",
               "", f"| arch | params | accuracy | delta-m vs {archs[0]} (%) |", "|---|---:|---:|---:|"]
     for arch in archs:
-      acc = np.mean(np.asarray(y[arch]["accuracy"]), axis=1)
-      lines.append(f"| {arch} | {y[arch]['params']:,} | {acc.mean():.4f} ± {acc.std():.4f} | "
-                   f"{np.mean(y[arch][key]):+.2f} ± {np.std(y[arch][key]):.2f} |")
+      acc = np.asarray(y[arch]["accuracy"])  # [S, T]
+      dm = [100 * np.mean((a - base) / base) for a in acc]
+      lines.append(f"| {arch} | {y[arch]['params']:,} | {acc.mean(1).mean():.4f} ± {acc.mean(1).std():.4f} | "
+                   f"{np.mean(dm):+.2f} ± {np.std(dm):.2f} |")
   lines.append(f"\nwall time {result['wall_seconds']:.0f} s on {result['machine']}")
+  if archs != result["archs"]:
+    lines.append(f"unfinished (not in the tables): {sorted(set(result['archs']) - set(archs))}")
   return "\n".join(lines)
 
 
