@@ -20,26 +20,22 @@ from mtl.nn import slimmable
 STAGE_CHANNELS = (32, 64, 128)
 HEAD_HIDDEN = 64
 GROUP = 8
-ARGS = ("tasks", "steps", "batch", "lr", "width")
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
-  unknown = sorted(set(args) - set(ARGS))
-  if unknown:
-    raise ValueError(f"cifar100_mtl: unknown arg(s) {unknown} in {arg!r}; known: {', '.join(ARGS)}")
+  args = common.parse_arg(arg, tasks=(), steps=10000, batch=128, lr=2e-3, width=1.0)
   c.dataset.name = "cifar100_mtl"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
-  c.num_steps = int(args.get("steps", 10000))
-  c.batch_size = int(args.get("batch", 128))
+  c.dataset.tasks = args.tasks
+  c.num_steps = args.steps
+  c.batch_size = args.batch
   c.eval_batch_size = 500
   c.log_every = 100
   c.checkpoint.every_steps = min(2000, c.num_steps)
-  c.optimizer.learning_rate = float(args.get("lr", 2e-3))
+  c.optimizer.learning_rate = args.lr
   c.optimizer.warmup_steps = min(200, c.num_steps // 10)
   c.optimizer.weight_decay = 5e-4
-  width = float(args.get("width", 1.0))
+  width = args.width
   if not 0.0 < width <= 1.0:
     raise ValueError(f"cifar100_mtl: width must be in (0, 1], got {width}")
   c.model.encoder.name = "conv"

@@ -34,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip_norm = 0.0
 
+  # The train-step variant (mtl.train.registry.TRAIN_STEPS): 'standard', 'sandwich' (controllable MTL, needs
+  # config.control), 'nested_draft' (LM speculative drafts, needs config.draft.widths), or 'package.module:fn'.
+  c.train_step = "standard"
+
   c.mtl = ml_collections.ConfigDict()
   c.mtl.method = "equal"
   c.mtl.kwargs = ml_collections.ConfigDict()
@@ -50,36 +54,85 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict({"data": -1})
   c.sharding = ml_collections.ConfigDict()
-  c.sharding.rules = ()  # (regex on 'params/...' paths, 'fsdp' | 'tensor' | spec tuple), first match wins.
+  c.sharding.logical_rules = ()  # (logical axis name, mesh axis or None), see SHARDING_PRESETS.
+  c.sharding.rules = ()  # fallback: (regex on 'params/...' paths, 'fsdp' | 'tensor' | spec tuple), first match wins.
   return c
 
 
-def parse_arg(arg: str | None) -> dict[str, str]:
-  """'key=value,key2=value2' (or a bare word, returned under 'tasks') -> dict."""
-  out = {}
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Typed config args (big_vision style): 'key=value,key2=value2' -> ConfigDict of `defaults` overridden.
+
+  Each value is converted to the type of its default: int, float, bool ('true'/'false'/'1'/'0'), str, or a
+  tuple written with '+' ('semseg+depth', '0.25+0.5'; elements typed like the default's first element, else
+  str). A bare word (no '=') sets 'tasks'. Unknown keys and unconvertible values raise, naming them.
+  """
+  out = ml_collections.ConfigDict(dict(defaults))
   for part in (arg or "").split(","):
     if not part:
       continue
-    if "=" in part:
-      k, v = part.split("=", 1)
-      out[k] = v
-    else:
-      out.setdefault("tasks", part)
+    key, value = part.split("=", 1) if "=" in part else ("tasks", part)
+    if key not in defaults:
+      raise ValueError(f"unknown config arg {key!r} in {arg!r}; known: {', '.join(sorted(defaults)) or 'none'}")
+    out[key] = _convert(key, value, defaults[key])
   return out
 
 
-# Sharding-rule presets for `config.sharding.rules`: (regex on 'params/...' / 'opt_state/...' paths, target);
-# target 'fsdp' | 'tensor' | 'expert' shards the largest dimension divisible by that mesh axis, a tuple gives
-# the PartitionSpec per dimension. The first matching rule wins; unmatched leaves are replicated.
-SHARDING_RULES = {
-    "data": (),
-    "fsdp": ((r".*", "fsdp"),),
-    "tensor": ((r".*/kernel", "tensor"),),
+def _convert(key: str, value: str, default):
+  try:
+    if isinstance(default, bool):
+      if value.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(value)
+      return value.lower() in ("true", "1")
+    if isinstance(default, tuple):
+      element = type(default[0]) if default else str
+      return tuple(element(v) for v in value.split("+") if v)
+    if isinstance(default, (int, float, str)):
+      return type(default)(value)
+    return value
+  except ValueError:
+    raise ValueError(f"config arg {key}={value!r}: expected {type(default).__name__} like its default "
+                     f"{default!r}") from None
+
+
+# Sharding presets, each (logical rules, path-regex fallback). Logical rules map the logical axis names that layers
+# give their parameters (mtl/nn/partitioning.py: embed, mlp, heads, kv, vocab, expert, norm) to mesh axes; a mesh
+# axis is used once per parameter (the first named dimension that divides takes it). Parameters without names (or
+# whose names no rule shards) fall back to the regexes on 'params/...' / 'opt_state/...' paths: target
+# 'fsdp' | 'tensor' | 'expert' shards the largest dimension divisible by that mesh axis, a tuple gives the
+# PartitionSpec per dimension; the first matching regex wins; unmatched leaves are replicated.
+_FSDP = (("embed", "fsdp"), ("mlp", "fsdp"), ("heads", "fsdp"), ("vocab", "fsdp"), ("expert", "fsdp"))
+_EXPERT_REGEX = ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None)))
+SHARDING_PRESETS = {
+    "data": ((), ()),
+    "fsdp": (_FSDP, ((r".*", "fsdp"),)),
+    "tensor": ((("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor")), ((r".*/kernel", "tensor"),)),
     # MoE expert weights [E, ...] split over 'expert' on their leading axis, the rest replicated.
-    "expert": ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None))),
+    "expert": ((("expert", "expert"),), _EXPERT_REGEX),
     # MoE expert weights [E, ...] split over 'expert' on their leading axis, the rest fully sharded.
-    "expert_fsdp": ((r".*/(w1|w2)", ("expert", None, None)), (r".*/b[12]", ("expert", None)), (r".*", "fsdp")),
+    "expert_fsdp": ((("expert", "expert"),) + _FSDP, _EXPERT_REGEX + ((r".*", "fsdp"),)),
 }
+
+
+def _preset(name: str) -> tuple[tuple, tuple]:
+  if name not in SHARDING_PRESETS:
+    raise ValueError(f"unknown sharding preset {name!r}; known: {sorted(SHARDING_PRESETS)}")
+  return SHARDING_PRESETS[name]
+
+
+def sharding_rules(name: str) -> tuple:
+  """The path-regex rules of preset `name` (config.sharding.rules); unknown names raise."""
+  return _preset(name)[1]
+
+
+def logical_sharding_rules(name: str) -> tuple:
+  """The logical-axis rules of preset `name` (config.sharding.logical_rules); unknown names raise."""
+  return _preset(name)[0]
+
+
+def apply_sharding_preset(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Sets config.sharding.{logical_rules, rules} to preset `name`."""
+  c.sharding.logical_rules, c.sharding.rules = _preset(name)
+  return c
 
 
 def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
@@ -87,6 +140,7 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
   heads at `widths`, trained with the sandwich rule (largest, smallest and one random configuration of a pool
   of `pool_size` per step) and CIKD on the encoder features weighted by `cikd_weight`."""
+  c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict()
   c.control.enabled = True
   c.control.widths = tuple(widths)
@@ -99,15 +153,10 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   return c
 
 
-def apply_expert_devices(c: ml_collections.ConfigDict, args: dict) -> None:
-  """arg 'expert_devices=N': mesh {'data': -1, 'expert': N} and expert weights sharded on their owners."""
-  if "expert_devices" in args:
-    c.mesh = {"data": -1, "expert": int(args["expert_devices"])}
-    c.sharding.rules = sharding_rules("expert")
-
-
-def sharding_rules(name: str) -> tuple:
-  """A preset of `SHARDING_RULES`; unknown names raise."""
-  if name not in SHARDING_RULES:
-    raise ValueError(f"unknown sharding preset {name!r}; known: {sorted(SHARDING_RULES)}")
-  return SHARDING_RULES[name]
+def apply_expert_devices(c: ml_collections.ConfigDict, expert_devices: int) -> None:
+  """arg 'expert_devices=N' (N > 0): mesh {'data': -1, 'expert': N} and expert weights sharded on their owners."""
+  if expert_devices < 0:
+    raise ValueError(f"expert_devices must be >= 0, got {expert_devices}")
+  if expert_devices:
+    c.mesh = {"data": -1, "expert": expert_devices}
+    apply_sharding_preset(c, "expert")

@@ -21,25 +21,21 @@ from mtl.nn import slimmable
 STAGE_CHANNELS = (16, 32, 64)
 HEAD_HIDDEN = 32
 GROUP = 8
-ARGS = ("tasks", "steps", "batch", "lr", "width")
 
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
-  unknown = sorted(set(args) - set(ARGS))
-  if unknown:
-    raise ValueError(f"fashion_scenes: unknown arg(s) {unknown} in {arg!r}; known: {', '.join(ARGS)}")
+  args = common.parse_arg(arg, tasks=(), steps=3000, batch=64, lr=3e-3, width=1.0)
   c.dataset.name = "fashion_scenes"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
-  c.num_steps = int(args.get("steps", 3000))
-  c.batch_size = int(args.get("batch", 64))
+  c.dataset.tasks = args.tasks
+  c.num_steps = args.steps
+  c.batch_size = args.batch
   c.eval_batch_size = 250
   c.log_every = 50
   c.checkpoint.every_steps = min(1000, c.num_steps)
-  c.optimizer.learning_rate = float(args.get("lr", 3e-3))
+  c.optimizer.learning_rate = args.lr
   c.optimizer.warmup_steps = min(100, c.num_steps // 10)
-  width = float(args.get("width", 1.0))
+  width = args.width
   if not 0.0 < width <= 1.0:
     raise ValueError(f"fashion_scenes: width must be in (0, 1], got {width}")
   c.model.encoder.name = "conv"

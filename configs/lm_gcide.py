@@ -2,7 +2,7 @@
 
 arg: 'mixer=softmax' or 'mixer=lightning' (default), optional 'tasks=definition+reverse',
 'draft=0.25+0.5' (train nested speculative drafts at these widths, distilled from the full model; see
-mtl/train/nested_draft.py), and size overrides 'dim=', 'depth=', 'heads=', 'steps=', 'batch=' for small runs.
+mtl/nested_draft.py), and size overrides 'dim=', 'depth=', 'heads=', 'steps=', 'batch=' for small runs.
 Dataset 'gcide_text' (mtl/data/text/datasets.py), model 'lm' (mtl.models.lm.DecoderLM). A 2-CPU-core run
 and its results: docs/lm.md.
 """
@@ -13,11 +13,12 @@ from configs import common
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, tasks=(), steps=20000, batch=64, dim=256, depth=4, heads=4, mixer="lightning",
+                          draft=())
   c.dataset.name = "gcide_text"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
-  c.num_steps = int(args.get("steps", 20000))
-  c.batch_size = int(args.get("batch", 64))
+  c.dataset.tasks = args.tasks
+  c.num_steps = args.steps
+  c.batch_size = args.batch
   c.eval_batch_size = 64
   c.log_every = 100
   c.eval_every = 2000
@@ -28,9 +29,10 @@ def get_config(arg: str | None = None):
   c.optimizer.grad_clip_norm = 1.0
   c.model.name = "lm"
   c.model.lm = ml_collections.ConfigDict(dict(
-      vocab_size=272, dim=int(args.get("dim", 256)), depth=int(args.get("depth", 4)),
-      num_heads=int(args.get("heads", 4)), mlp_ratio=2.0, mixer=args.get("mixer", "lightning"), block_size=64,
-      rope=True))
-  c.draft.widths = tuple(float(w) for w in args.get("draft", "").split("+") if w)
+      vocab_size=272, dim=args.dim, depth=args.depth, num_heads=args.heads, mlp_ratio=2.0, mixer=args.mixer,
+      block_size=64, rope=True))
+  c.draft.widths = tuple(float(w) for w in args.draft)
+  if c.draft.widths:
+    c.train_step = "nested_draft"
   c.eval_every = min(c.eval_every, c.num_steps)
   return c

@@ -13,9 +13,17 @@ from configs import common
 from configs import multifashion
 
 
+ARGS = dict(tasks=(), moe_every=2, num_experts=8, top_k=2, capacity_factor=1.25, router="topk", impl="ragged",
+            groups=0, expert_devices=0)
+
+
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg)
-  c = multifashion.get_config(args.get("tasks"))
+  return build(common.parse_arg(arg, **ARGS))
+
+
+def build(args) -> "common.ml_collections.ConfigDict":
+  """The config from typed args (ARGS; configs/taskexpert_multifashion.py adds its own)."""
+  c = multifashion.get_config("+".join(args.tasks))
   c.model = common.base_config().model
   c.model.name = "taskexpert"
   c.model.variant = "moe"
@@ -24,15 +32,15 @@ def get_config(arg: str | None = None):
   c.model.depth = 4
   c.model.num_heads = 4
   c.model.mlp_ratio = 2.0
-  c.model.moe_every = int(args.get("moe_every", 2))
-  c.model.num_experts = int(args.get("num_experts", 8))
-  c.model.top_k = int(args.get("top_k", 2))
-  c.model.capacity_factor = float(args.get("capacity_factor", 1.25))
+  c.model.moe_every = args.moe_every
+  c.model.num_experts = args.num_experts
+  c.model.top_k = args.top_k
+  c.model.capacity_factor = args.capacity_factor
   c.model.eval_capacity_factor = 2.0
-  c.model.router = args.get("router", "topk")
-  c.model.moe_impl = args.get("impl", "ragged")
-  c.model.moe_groups = int(args.get("groups", 0))  # 0: one routing group per device of the token split
-  common.apply_expert_devices(c, args)
+  c.model.router = args.router
+  c.model.moe_impl = args.impl
+  c.model.moe_groups = args.groups  # 0: one routing group per device of the token split
+  common.apply_expert_devices(c, args.expert_devices)
   c.model.aux_loss_coef = 1e-2
   c.model.z_loss_coef = 1e-3
   return c

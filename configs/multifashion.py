@@ -8,9 +8,9 @@ from configs import common
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, tasks=())
   c.dataset.name = "multifashion"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
+  c.dataset.tasks = args.tasks
   c.num_steps = 2000
   c.batch_size = 128
   c.log_every = 50

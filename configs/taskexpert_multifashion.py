@@ -10,10 +10,9 @@ from configs import moe_multifashion
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg)
-  args.setdefault("moe_every", "0")
-  c = moe_multifashion.get_config(",".join(f"{k}={v}" for k, v in args.items()))
+  args = common.parse_arg(arg, **{**moe_multifashion.ARGS, "moe_every": 0, "te_experts": 8, "te_hidden": 32})
+  c = moe_multifashion.build(args)
   c.model.variant = "taskexpert"
-  c.model.te_experts = int(args.get("te_experts", 8))
-  c.model.te_hidden = int(args.get("te_hidden", 32))
+  c.model.te_experts = args.te_experts
+  c.model.te_hidden = args.te_hidden
   return c

@@ -42,17 +42,17 @@ def tower_model(arch: str, features: tuple[str, ...], tower_hidden: tuple[int, .
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
-  correlation = float(args.get("correlation", 0.5))
+  args = common.parse_arg(arg, arch="mmoe", correlation=0.5, steps=3000)
+  correlation = args.correlation
   c.dataset.name = mmoe_synthetic.dataset_name(correlation)
   if correlation not in mmoe_synthetic.CORRELATIONS:
     raise ValueError(f"correlation {correlation} has no registered dataset; registered: "
                      f"{mmoe_synthetic.CORRELATIONS} (add it to mmoe_synthetic.CORRELATIONS)")
-  c.num_steps = int(args.get("steps", 3000))
+  c.num_steps = args.steps
   c.batch_size = 128
   c.eval_batch_size = 1000
   c.log_every = 250
   c.checkpoint.every_steps = 1000
   c.optimizer.learning_rate = 1e-3
-  c.model = tower_model(args.get("arch", "mmoe"), (f"x:dense:{mmoe_synthetic.DIM}",), (8,), SYNTHETIC_ARCHS)
+  c.model = tower_model(args.arch, (f"x:dense:{mmoe_synthetic.DIM}",), (8,), SYNTHETIC_ARCHS)
   return c

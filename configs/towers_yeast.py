@@ -22,7 +22,7 @@ YEAST_ARCHS = {
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg)
-  c = yeast.get_config(args.get("tasks"))
-  c.model = towers_synthetic.tower_model(args.get("arch", "mmoe"), ("expression:dense:103",), (64,), YEAST_ARCHS)
+  args = common.parse_arg(arg, tasks=(), arch="mmoe")
+  c = yeast.get_config("+".join(args.tasks))
+  c.model = towers_synthetic.tower_model(args.arch, ("expression:dense:103",), (64,), YEAST_ARCHS)
   return c

@@ -4,9 +4,9 @@ from configs import common
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg)
+  args = common.parse_arg(arg, tasks=())
   c.dataset.name = "yeast"
-  c.dataset.tasks = tuple(t for t in args.get("tasks", "").split("+") if t)
+  c.dataset.tasks = args.tasks
   c.num_steps = 600
   c.batch_size = 64
   c.eval_batch_size = 256

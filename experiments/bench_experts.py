@@ -27,6 +27,7 @@ import traceback
 import jax
 import numpy as np
 
+from mtl import data as mtl_data
 from mtl import evaluate as evaluate_lib
 from mtl.train import loop
 
@@ -104,7 +105,7 @@ def run_one(spec: str, seed: int, num_steps: int | None, workdir: str) -> dict:
   except Exception as e:  # a config that cannot run here is reported, the others go on
     traceback.print_exc()
     return {"error": f"{type(e).__name__}: {e}"}
-  info = loop.data_lib.get_info(config.dataset.name)
+  info = mtl_data.get_info(config.dataset.name)
   specs = {t.name: t for t in info.tasks}
   params = loop.build_experiment(config, mesh=None).state.params
   return {"metrics": {n: float(m[specs[n].metric]) for n, m in result["test"].items()},

@@ -26,6 +26,7 @@ import traceback
 
 import jax
 
+from mtl import data as mtl_data
 from mtl import evaluate as evaluate_lib
 from mtl.optim import known_methods
 from mtl.train import loop
@@ -35,9 +36,7 @@ BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 def _config(dataset: str, method: str, seed: int, num_steps: int | None):
   if dataset == "synthetic":
-    from mtl.testing import synthetic_data
     from mtl.testing.train_synthetic import synthetic_config
-    loop.data_lib = synthetic_data
     config = synthetic_config(num_steps or 20, every_steps=10_000)
   else:
     config = importlib.import_module(f"configs.{dataset}").get_config()
@@ -63,7 +62,7 @@ def run_one(dataset: str, method: str, seed: int, num_steps: int | None, workdir
     except Exception as e:  # a method that cannot run here is reported, the others go on
       traceback.print_exc()
       return {"error": f"{type(e).__name__}: {e}"}
-  info = loop.data_lib.get_info(config.dataset.name)
+  info = mtl_data.get_info(config.dataset.name)
   specs = {t.name: t for t in info.tasks}
   metrics = {name: float(m[specs[name].metric]) for name, m in result["test"].items()}
   higher = {name: bool(specs[name].higher_is_better) for name in result["test"]}

@@ -2,15 +2,22 @@
 
 Mesh axes are named `data`, `fsdp`, `tensor`, `expert`. The batch is split over (`data`, `fsdp`, `expert`): the
 expert axis doubles as data parallelism for every non-expert layer (as in GShard and MaxText), and MoE layers
-with `impl='expert_parallel'` exchange tokens over it. Parameters are replicated unless a rule in
-`config.sharding.rules` shards them (see `tree_shardings`).
+with `impl='expert_parallel'` exchange tokens over it. Parameters carry logical axis names
+(mtl/nn/partitioning.py) mapped to mesh axes by `config.sharding.logical_rules`; leaves without names fall back
+to the path regexes of `config.sharding.rules` (see `state_shardings`). Everything else is replicated.
+
+The train state is born sharded: `mtl.train.loop` traces the initialisation abstractly (`jax.eval_shape`),
+derives the shardings from the abstract state, and runs the initialisation under `jax.jit(...,
+out_shardings=...)`, so no device ever holds more than its shard of the parameters and optimizer state.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -133,3 +140,64 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]] = ())
     shape = tuple(getattr(leaf, "shape", ()))
     return NamedSharding(mesh, _spec_for(path_str(path), shape, rules, mesh) if shape else P())
   return jax.tree_util.tree_map_with_path(one, tree)
+
+
+LogicalRules = Sequence[tuple[str, Any]]
+
+
+def _logical_spec(names: tuple, shape: tuple[int, ...], rules: LogicalRules, mesh: Mesh) -> P:
+  """Mesh PartitionSpec of one parameter from its logical axis names (first matching rule per name).
+
+  A mesh axis is used at most once per parameter (a later dimension naming it stays replicated), and a
+  dimension that does not divide by its mesh axes is replicated (e.g. 3 class logits over 2 'tensor' devices).
+  """
+  table = {}
+  for name, target in rules:
+    table.setdefault(name, target)
+  used, spec = set(), []
+  for dim, name in zip(shape, names):
+    target = table.get(name) if name is not None else None
+    axes = () if target is None else (target,) if isinstance(target, str) else tuple(target)
+    unknown = [a for a in axes if a not in mesh.shape]
+    if unknown:
+      raise ValueError(f"logical sharding rule {name!r} -> {target!r} names unknown mesh axes {unknown}; "
+                       f"mesh axes: {tuple(mesh.shape)}")
+    axes = tuple(a for a in axes if mesh.shape[a] > 1 and a not in used)
+    if not axes or dim % math.prod(mesh.shape[a] for a in axes):
+      spec.append(None)
+      continue
+    used.update(axes)
+    spec.append(axes[0] if len(axes) == 1 else axes)
+  return P(*spec)
+
+
+def state_shardings(abstract: Any, mesh: Mesh, logical_rules: LogicalRules = (),
+                    rules: Sequence[tuple[str, Any]] = ()) -> Any:
+  """NamedSharding per leaf of an abstract state whose leaves may be boxed in `nn.Partitioned`.
+
+  Boxed leaves (parameters and, through `tx.init`, their optimizer moments) are placed by `logical_rules`
+  ((logical name, mesh axis | tuple of axes | None), first match wins); unboxed leaves by the path regexes
+  `rules` (see `_spec_for`). The result has the structure of the *unboxed* state.
+  """
+  def one(path, leaf):
+    if isinstance(leaf, nn.Partitioned):
+      value = leaf.value
+      spec = _logical_spec(tuple(leaf.names), tuple(value.shape), logical_rules, mesh)
+      if all(s is None for s in spec) and rules:
+        spec = _spec_for(path_str(path), tuple(value.shape), rules, mesh)
+      return NamedSharding(mesh, spec)
+    shape = tuple(getattr(leaf, "shape", ()))
+    return NamedSharding(mesh, _spec_for(path_str(path), shape, rules, mesh) if shape else P())
+  return jax.tree_util.tree_map_with_path(one, abstract, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, logical_rules: LogicalRules) -> Iterator[None]:
+  """Context in which `mtl.nn.partitioning.constrain` (flax logical constraints) shards activations on `mesh`.
+
+  Wrap the *tracing* of a jitted function in it (the first call, or `.lower`). The activation name 'batch' maps
+  to the batch axes (BATCH_AXES); the other names follow `logical_rules`.
+  """
+  rules = (("batch", BATCH_AXES),) + tuple((n, t) for n, t in logical_rules if n != "batch")
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

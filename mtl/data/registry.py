@@ -1,25 +1,66 @@
-"""Dataset names -> specs; `get_info`."""
+"""Datasets by name: `DATASETS`, a `mtl.registry.Registry` of `Dataset` providers.
+
+A provider answers `info(name, data_dir) -> DatasetInfo` and `loader(name, split, **kwargs)` (the keyword
+arguments of `mtl.data.make_loader`). The offline TFDS datasets (one `DatasetSpec` each, built from installed
+packages) are registered here; the text datasets in `mtl/data/text/datasets.py`; the in-memory synthetic
+dataset in `mtl/testing/synthetic_data.py`. A new dataset registers its provider in its own file:
+
+  DATASETS.register("my_dataset", MyProvider())      # or family=True for parameterised 'my_dataset-<args>'
+"""
 from __future__ import annotations
 
 import os
+from typing import Any, Protocol
 
 from mtl.data.builders import cifar100_mtl, fashion_scenes, mmoe_synthetic, multi_fashion_mnist, multifashion, yeast
-from mtl.data.spec import DatasetSpec
+from mtl.data.spec import DatasetInfo, DatasetSpec
+from mtl.registry import Registry
+
+
+class Dataset(Protocol):
+  """What the training loop needs from a dataset (see module docstring)."""
+
+  def info(self, name: str, data_dir: str | None = None) -> DatasetInfo: ...
+
+  def loader(self, name: str, split: str, **kwargs: Any) -> Any: ...
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+class TfdsDataset:
+  """A dataset built offline into TFDS array_record files and read with tfds.data_source + grain."""
+
+  def __init__(self, spec: DatasetSpec):
+    self.spec = spec
+
+  def info(self, name: str, data_dir: str | None = None) -> DatasetInfo:
+    from mtl.data import build
+    return build.get_info(name, data_dir)
+
+  def loader(self, name: str, split: str, **kwargs: Any) -> Any:
+    from mtl.data import pipeline
+    return pipeline.make_loader(name, split, **kwargs)
+
 
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC,
     *mmoe_synthetic.SPECS)}
+for _spec in _SPECS.values():
+  DATASETS.register(_spec.name, TfdsDataset(_spec))
 
 
 def names() -> tuple[str, ...]:
+  """The TFDS datasets that `mtl.data.prepare` can build (every registered dataset: `DATASETS.names()`)."""
   return tuple(_SPECS)
 
 
 def get_spec(name: str) -> DatasetSpec:
+  """The TFDS spec of a buildable dataset; other names raise naming the buildable ones."""
   try:
     return _SPECS[name]
   except KeyError:
-    raise ValueError(f"unknown dataset {name!r}; known datasets: {sorted(_SPECS)}") from None
+    raise ValueError(f"unknown dataset {name!r}; datasets built with TFDS: {sorted(_SPECS)}") from None
 
 
 def resolve_data_dir(data_dir: str | None) -> str:

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from mtl.models.registry import ENCODERS
 from mtl.nn import slimmable
 from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm, SlimLayerNorm
 
@@ -203,7 +204,9 @@ class MLPEncoder(nn.Module):
     return x
 
 
-ENCODERS = {"conv": ConvEncoder, "vit": ViTEncoder, "mlp": MLPEncoder}
+ENCODERS.register("conv", ConvEncoder)
+ENCODERS.register("vit", ViTEncoder)
+ENCODERS.register("mlp", MLPEncoder)
 
 
 def _kwargs(cfg: ml_collections.ConfigDict, skip: tuple[str, ...]) -> dict:
@@ -212,12 +215,11 @@ def _kwargs(cfg: ml_collections.ConfigDict, skip: tuple[str, ...]) -> dict:
 
 
 def build_encoder(cfg: ml_collections.ConfigDict) -> nn.Module:
-  """Encoder from `config.model.encoder`: `name` in ENCODERS plus that class's attributes as keys."""
+  """Encoder from `config.model.encoder`: `name` registered in ENCODERS plus that class's attributes as keys."""
   name = cfg.get("name", "")
-  if name not in ENCODERS:
-    raise ValueError(f"unknown encoder name {name!r}; known: {sorted(ENCODERS)}")
+  encoder_cls = ENCODERS.get(name)
   kwargs = _kwargs(cfg, ("name",))
   try:
-    return ENCODERS[name](**kwargs)
+    return encoder_cls(**kwargs)
   except TypeError as e:
     raise ValueError(f"bad arguments for encoder {name!r}: {sorted(kwargs)} ({e})") from e

@@ -14,12 +14,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mtl.models.registry import HEADS
 from mtl.nn import slimmable
 from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm
 from mtl.tasks.base import TaskSpec
 
-CLASSIFICATION_KINDS = ("classification", "binary")
-DENSE_KINDS = ("semseg", "depth", "edges")
 
 
 def pool_features(features: jnp.ndarray) -> jnp.ndarray:
@@ -128,22 +127,43 @@ class DenseHead(nn.Module):
     return SlimConv(self.num_outputs, (1, 1), name="out")(x)
 
 
-def build_head(spec: TaskSpec, cfg: ml_collections.ConfigDict, out_hw: tuple[int, int] | None = None
-               ) -> nn.Module:
-  """Head for one task from `config.model.head` (keys: hidden_dim, optional widths).
-
-  classification / binary -> ClassificationHead; semseg / depth / edges -> DenseHead (needs out_hw).
-  """
+def _head_kwargs(spec: TaskSpec, cfg: ml_collections.ConfigDict) -> dict:
   kwargs = {"num_outputs": spec.num_outputs}
   if cfg.get("hidden_dim") is not None:
     kwargs["hidden_dim"] = int(cfg.hidden_dim)
   if cfg.get("widths") is not None:
     kwargs["widths"] = tuple(float(w) for w in cfg.widths)
-  if spec.kind in CLASSIFICATION_KINDS:
-    return ClassificationHead(**kwargs)
-  if spec.kind in DENSE_KINDS:
-    if out_hw is None:
-      raise ValueError(f"task {spec.name!r} ({spec.kind}) needs a dense head: pass out_hw=(H, W)")
-    return DenseHead(out_hw=tuple(int(s) for s in out_hw), **kwargs)
-  raise ValueError(f"task {spec.name!r}: no head for kind {spec.kind!r}; supported: "
-                   f"{CLASSIFICATION_KINDS + DENSE_KINDS}")
+  return kwargs
+
+
+@HEADS.register("classification")
+def build_classification_head(spec: TaskSpec, cfg: ml_collections.ConfigDict,
+                              out_hw: tuple[int, int] | None = None) -> ClassificationHead:
+  """Pooled features -> logits [B, num_outputs] (keys of `cfg`: hidden_dim, widths)."""
+  del out_hw
+  return ClassificationHead(**_head_kwargs(spec, cfg))
+
+
+@HEADS.register("dense")
+def build_dense_head(spec: TaskSpec, cfg: ml_collections.ConfigDict,
+                     out_hw: tuple[int, int] | None = None) -> DenseHead:
+  """Feature map -> per-pixel outputs [B, H, W, num_outputs] at out_hw (keys of `cfg`: hidden_dim, widths)."""
+  if out_hw is None:
+    raise ValueError(f"task {spec.name!r} ({spec.kind}) needs a dense head: pass out_hw=(H, W)")
+  return DenseHead(out_hw=tuple(int(s) for s in out_hw), **_head_kwargs(spec, cfg))
+
+
+def head_name(spec: TaskSpec, cfg: ml_collections.ConfigDict) -> str:
+  """`cfg.name` if set, else the head family the task kind declares (`HEAD` in mtl/tasks/<kind>.py)."""
+  from mtl import tasks as tasks_lib
+  name = cfg.get("name") or getattr(tasks_lib.get_kind(spec.kind), "HEAD", None)
+  if not name:
+    raise ValueError(f"task {spec.name!r}: kind {spec.kind!r} declares no HEAD and config.model.head.name is "
+                     f"not set; heads: {', '.join(HEADS.names())}")
+  return name
+
+
+def build_head(spec: TaskSpec, cfg: ml_collections.ConfigDict, out_hw: tuple[int, int] | None = None
+               ) -> nn.Module:
+  """Head for one task from `config.model.head` (keys: name, hidden_dim, optional widths); see `head_name`."""
+  return HEADS.get(head_name(spec, cfg))(spec, cfg, out_hw)

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.models.registry import MODELS
 from mtl.nn.lightning import SRMSNorm, TransNormerBlock
 
 Cache = list[dict[str, jax.Array]]
@@ -260,6 +261,13 @@ class DecoderLM(nn.Module):
               * st["kv"] + jnp.einsum("bch,bchk,bchv->bhkv", w, pd["k"], pd["v"]))
         new.append({"kv": kv, "pos": st["pos"] + n})
     return new
+
+
+@MODELS.register("lm")
+def build_lm(model_cfg, tasks, input_shape: tuple[int, ...], mesh=None) -> DecoderLM:
+  """DecoderLM from `config.model.lm` (its attributes as keys), one task-prefix per task."""
+  del input_shape, mesh
+  return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))
 
 
 def slice_params(params: Any, model: DecoderLM, width: float) -> Any:

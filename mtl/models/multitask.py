@@ -8,6 +8,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mtl.models.encoders import build_encoder
+from mtl.models.heads import build_head
+from mtl.models.registry import MODELS
+from mtl.nn import partitioning
 from mtl.tasks.base import TaskSpec
 
 
@@ -33,8 +37,10 @@ class MultiTaskModel(nn.Module):
     return (outputs, features) if return_features else outputs
 
   def encode(self, x: jnp.ndarray, *, train: bool = False, encoder_width: float = 1.0) -> jnp.ndarray:
-    """Shared features of inputs x [B, ...] (use with `apply(..., method='encode')`)."""
-    return self.encoder(x, width=encoder_width, train=train)
+    """Shared features of inputs x [B, ...] (use with `apply(..., method='encode')`), constrained to stay split
+    over the batch axes of the mesh when traced under `mtl.sharding.activation_rules`."""
+    features = self.encoder(x, width=encoder_width, train=train)
+    return partitioning.constrain(features, ("batch",) + (None,) * (features.ndim - 1))
 
   def decode(self, features: jnp.ndarray, *, train: bool = False,
              head_widths: Mapping[str, float] | None = None) -> dict[str, jnp.ndarray]:
@@ -47,32 +53,26 @@ class MultiTaskModel(nn.Module):
             for name, head in self.heads.items()}
 
 
+@MODELS.register("multitask")
+def build_multitask(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
+                    input_shape: tuple[int, ...], mesh: jax.sharding.Mesh | None = None) -> MultiTaskModel:
+  """Shared encoder (`model_cfg.encoder`, ENCODERS) + one head per task (`model_cfg.head`, HEADS)."""
+  del mesh
+  out_hw = tuple(input_shape[:2]) if len(input_shape) == 3 else None
+  heads = {t.name: build_head(t, model_cfg.head, out_hw=out_hw) for t in tasks}
+  return MultiTaskModel(encoder=build_encoder(model_cfg.encoder), heads=heads)
+
+
 def build_model(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
                 input_shape: tuple[int, ...], mesh: jax.sharding.Mesh | None = None) -> nn.Module:
-  """Model from `config.model`: `name` in {'multitask', 'taskexpert', 'towers', 'lm'} plus its sub-configs.
+  """Model from `config.model`: `name` registered in `MODELS` (default 'multitask') plus its sub-configs.
 
   Args:
-    model_cfg: `config.model` with `encoder` and `head` sub-configs (see configs/).
+    model_cfg: `config.model` with the model's sub-configs (see configs/).
     tasks: the tasks to predict, one head each.
     input_shape: example shape without batch, e.g. (36, 36, 1); dense heads predict at its H, W.
     mesh: the training mesh; models that place computation on its axes (expert-parallel MoE layers) use it.
   """
-  name = model_cfg.get("name", "multitask")
-  if name == "multitask":
-    from mtl.models.encoders import build_encoder
-    from mtl.models.heads import build_head
-    out_hw = tuple(input_shape[:2]) if len(input_shape) == 3 else None
-    heads = {t.name: build_head(t, model_cfg.head, out_hw=out_hw) for t in tasks}
-    return MultiTaskModel(encoder=build_encoder(model_cfg.encoder), heads=heads)
-  if name == "taskexpert":
-    from mtl.models.taskexpert import build_taskexpert
-    return build_taskexpert(model_cfg, tasks, input_shape, mesh=mesh)
-  if name == "towers":
-    from mtl.models.towers import build_towers
-    return build_towers(model_cfg, tasks, input_shape)
-  if name == "lm":
-    from mtl.models.lm import DecoderLM
-    return DecoderLM(**dict(model_cfg.lm), tasks=tuple(t.name for t in tasks))
-  raise ValueError(f"unknown model name {name!r}; known: 'multitask', 'taskexpert', 'towers', 'lm'")
+  return MODELS.get(model_cfg.get("name", "multitask"))(model_cfg, tasks, tuple(input_shape), mesh=mesh)
 
 

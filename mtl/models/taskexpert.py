@@ -27,13 +27,14 @@ import ml_collections
 
 from jax.sharding import Mesh
 
+from mtl.models.heads import head_name
+from mtl.models.registry import MODELS
 from mtl.nn.expert_parallel import token_group_devices
 from mtl.nn.mh_moe import MultiHeadMoE
 from mtl.nn.moe import IMPLS, ROUTERS, MoEMLP
 from mtl.tasks.base import TaskSpec
 
 VARIANTS = ("taskexpert", "moe")
-DENSE_KINDS = ("semseg", "depth", "edges")
 
 
 class TaskHead(nn.Module):
@@ -268,6 +269,7 @@ class TaskExpertModel(nn.Module):
     return out
 
 
+@MODELS.register("taskexpert")
 def build_taskexpert(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec, ...],
                      input_shape: tuple[int, ...], mesh: Mesh | None = None) -> TaskExpertModel:
   """`config.model` (name='taskexpert') -> TaskExpertModel; keys other than name/encoder/head are attributes.
@@ -284,7 +286,7 @@ def build_taskexpert(model_cfg: ml_collections.ConfigDict, tasks: tuple[TaskSpec
   out_hw = tuple(input_shape[:2]) if len(input_shape) == 3 else None
   heads = {}
   for t in tasks:
-    dense = t.kind in DENSE_KINDS
+    dense = head_name(t, model_cfg.get("head", {})) == "dense"
     if dense and out_hw is None:
       raise ValueError(f"task {t.name!r} ({t.kind}) needs image inputs, got input shape {input_shape}")
     heads[t.name] = TaskHead(t.num_outputs, dense=dense, out_hw=out_hw if dense else None)

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from mtl.models.registry import MODELS
 from mtl.models.tabular import FeatureSpec, TabularInput, parse_features
 from mtl.tasks.base import TaskSpec
 
@@ -299,10 +300,13 @@ class TowerModel(nn.Module):
     return _mix(s, experts)
 
 
+@MODELS.register("towers")
 def build_towers(model_cfg: ml_collections.ConfigDict | dict, tasks: Sequence[TaskSpec],
-                 input_shape: tuple[int, ...]) -> TowerModel:
+                 input_shape: tuple[int, ...], mesh=None) -> TowerModel:
   """`config.model` (name='towers') -> TowerModel. Keys: arch, features (spec strings), tower_hidden,
-  activation and the keys the arch reads (ARCH_KEYS); a key the arch does not read is an error."""
+  activation and the keys the arch reads (ARCH_KEYS); a key the arch does not read is an error. `mesh` is
+  unused (the towers are small; they shard over the batch like any model)."""
+  del mesh
   cfg = model_cfg.to_dict() if isinstance(model_cfg, ml_collections.ConfigDict) else dict(model_cfg)
   cfg = {k: v for k, v in cfg.items() if k != "name" and not (k in ("encoder", "head") and not v)}
   extra = sorted(k for k in ("encoder", "head") if k in cfg)

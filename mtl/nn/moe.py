@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from mtl.nn import moe_routing
+from mtl.nn import moe_routing, partitioning
 from mtl.nn.expert_parallel import expert_parallel_experts
 from mtl.nn.moe_experts import ExpertParams, experts_dense, experts_ragged, moe_layer_macs
 
@@ -50,6 +50,17 @@ def active_experts_from_load(load: np.ndarray | jnp.ndarray, min_fraction: float
     raise ValueError(f"no expert has load above {min_fraction}")
   return active
 
+
+
+def _expert_params(module: nn.Module, e: int, d: int, hidden: int, out_dim: int) -> ExpertParams:
+  """The experts' weights w1 [E, D, F], b1 [E, F], w2 [E, F, D_out], b2 [E, D_out], with logical axis names
+  (the leading axis is 'expert', so expert parallelism is one rule: ('expert', 'expert'))."""
+  lg = partitioning.logical
+  return ExpertParams(module.param("w1", lg(_batched_init(), ("expert", "embed", "mlp")), (e, d, hidden), jnp.float32),
+                      module.param("b1", lg(nn.initializers.zeros, ("expert", "mlp")), (e, hidden), jnp.float32),
+                      module.param("w2", lg(_batched_init(), ("expert", "mlp", "embed")), (e, hidden, out_dim),
+                                   jnp.float32),
+                      module.param("b2", lg(nn.initializers.zeros, ("expert", "embed")), (e, out_dim), jnp.float32))
 
 class MoEMLP(nn.Module):
   """Mixture of expert MLPs with top-k token routing and per-expert capacity.
@@ -133,12 +144,10 @@ class MoEMLP(nn.Module):
       raise ValueError(f"MoEMLP: {n_total} tokens do not split into num_groups={num_groups}")
     e = self.num_experts
     router_shape = (self.num_tasks, d, e) if self.router == "task" else (1, d, e)
-    router = self.param("router", _batched_init(), router_shape, jnp.float32)[
+    router = self.param("router", partitioning.logical(_batched_init(), (None, "embed", None)), router_shape,
+                        jnp.float32)[
         int(task_id) if self.router == "task" else 0]
-    p = ExpertParams(self.param("w1", _batched_init(), (e, d, self.hidden_dim), jnp.float32),
-                     self.param("b1", nn.initializers.zeros, (e, self.hidden_dim), jnp.float32),
-                     self.param("w2", _batched_init(), (e, self.hidden_dim, out_dim), jnp.float32),
-                     self.param("b2", nn.initializers.zeros, (e, out_dim), jnp.float32))
+    p = _expert_params(self, e, d, self.hidden_dim, out_dim)
     ids = None if active_experts is None else jnp.asarray(tuple(active_experts), jnp.int32)
     if ids is not None:
       router = router[:, ids]
@@ -213,11 +222,9 @@ class MultiGateMoE(nn.Module):
     out_dim = self.out_dim or d
     tokens = _flatten_tokens(x, "MultiGateMoE")
     e = self.num_experts
-    gates = self.param("gates", _batched_init(), (self.num_tasks, d, e), jnp.float32)
-    p = ExpertParams(self.param("w1", _batched_init(), (e, d, self.hidden_dim), jnp.float32),
-                     self.param("b1", nn.initializers.zeros, (e, self.hidden_dim), jnp.float32),
-                     self.param("w2", _batched_init(), (e, self.hidden_dim, out_dim), jnp.float32),
-                     self.param("b2", nn.initializers.zeros, (e, out_dim), jnp.float32))
+    gates = self.param("gates", partitioning.logical(_batched_init(), (None, "embed", None)),
+                       (self.num_tasks, d, e), jnp.float32)
+    p = _expert_params(self, e, d, self.hidden_dim, out_dim)
     p = ExpertParams(*(a.astype(x.dtype) for a in p))
     out = {}
     if self.top_k is None:

@@ -21,6 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mtl.nn import partitioning
+
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 default_kernel_init = nn.initializers.lecun_normal()
@@ -53,17 +55,25 @@ def scale_channels(full: int, width: float, divisor: int = 1) -> int:
   return int(min(max(c, divisor), full))
 
 
-def sliceable_param(module: nn.Module, name: str, init_fn, shape: tuple[int, ...]) -> jnp.ndarray:
+def sliceable_param(module: nn.Module, name: str, init_fn, shape: tuple[int, ...],
+                    axes: Sequence[str | None] | None = None) -> jnp.ndarray:
   """`module.param(name, init_fn, shape)` on init; afterwards the stored (full-width) value as is.
 
   Flax checks a stored parameter's shape against `shape`; a slimmable layer called at a narrow width
-  asks for a smaller shape, so once the parameter exists it is read without that check.
+  asks for a smaller shape, so once the parameter exists it is read without that check. `axes` names each
+  dimension for sharding (mtl/nn/partitioning.py). A width slice of a sharded dimension reads a leading block
+  that may sit on fewer devices than the whole: XLA gathers it where needed, so results are unchanged and only
+  the communication differs (tests/train/test_sharded_init.py).
   """
   if module.has_variable("params", name):
-    value = module.get_variable("params", name)
+    value = nn.meta.unbox(module.get_variable("params", name))
     if value.ndim != len(shape):
       raise ValueError(f"{module.name}/{name}: stored rank {value.ndim} != expected rank {len(shape)}")
     return value
+  if axes is not None:
+    if len(axes) != len(shape):
+      raise ValueError(f"{module.name}/{name}: {len(axes)} axis names for a parameter of rank {len(shape)}")
+    init_fn = partitioning.logical(init_fn, axes)
   return module.param(name, init_fn, shape)
 
 
@@ -85,6 +95,7 @@ class SlimDense(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = default_kernel_init
   dtype: jnp.dtype | None = None
+  kernel_axes: tuple[str | None, str | None] = ("embed", "mlp")
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, out_features: int | None = None) -> jnp.ndarray:
@@ -92,12 +103,12 @@ class SlimDense(nn.Module):
     if not 0 < out <= self.features:
       raise ValueError(f"SlimDense: out_features must be in [1, {self.features}], got {out}")
     c_in = x.shape[-1]
-    kernel = sliceable_param(self, "kernel", self.kernel_init, (c_in, self.features))
+    kernel = sliceable_param(self, "kernel", self.kernel_init, (c_in, self.features), self.kernel_axes)
     _check_in("SlimDense", c_in, kernel.shape[0])
     dtype = self.dtype or x.dtype
     y = jnp.dot(x.astype(dtype), kernel[:c_in, :out].astype(dtype))
     if self.use_bias:
-      bias = sliceable_param(self, "bias", nn.initializers.zeros, (self.features,))
+      bias = sliceable_param(self, "bias", nn.initializers.zeros, (self.features,), self.kernel_axes[-1:])
       y = y + bias[:out].astype(dtype)
     return y
 
@@ -114,6 +125,7 @@ class SlimConv(nn.Module):
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = default_kernel_init
   dtype: jnp.dtype | None = None
+  kernel_axes: tuple[str | None, str | None] = ("embed", "mlp")  # (input, output) channels
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, out_features: int | None = None) -> jnp.ndarray:
@@ -123,14 +135,15 @@ class SlimConv(nn.Module):
     if not 0 < out <= self.features:
       raise ValueError(f"SlimConv: out_features must be in [1, {self.features}], got {out}")
     c_in = x.shape[-1]
-    kernel = sliceable_param(self, "kernel", self.kernel_init, (*self.kernel_size, c_in, self.features))
+    kernel = sliceable_param(self, "kernel", self.kernel_init, (*self.kernel_size, c_in, self.features),
+                             (None, None, *self.kernel_axes))
     _check_in("SlimConv", c_in, kernel.shape[2])
     dtype = self.dtype or x.dtype
     y = jax.lax.conv_general_dilated(
         x.astype(dtype), kernel[:, :, :c_in, :out].astype(dtype), window_strides=self.strides,
         padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
-      bias = sliceable_param(self, "bias", nn.initializers.zeros, (self.features,))
+      bias = sliceable_param(self, "bias", nn.initializers.zeros, (self.features,), self.kernel_axes[-1:])
       y = y + bias[:out].astype(dtype)
     return y
 
@@ -142,8 +155,8 @@ class SlimLayerNorm(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     c = x.shape[-1]
-    scale = sliceable_param(self, "scale", nn.initializers.ones, (c,))
-    bias = sliceable_param(self, "bias", nn.initializers.zeros, (c,))
+    scale = sliceable_param(self, "scale", nn.initializers.ones, (c,), ("norm",))
+    bias = sliceable_param(self, "bias", nn.initializers.zeros, (c,), ("norm",))
     _check_in("SlimLayerNorm", c, scale.shape[0])
     x32 = x.astype(jnp.float32)
     mean = jnp.mean(x32, axis=-1, keepdims=True)
@@ -167,8 +180,8 @@ class SlimGroupNorm(nn.Module):
     gs = min(self.group_size, c)
     if c % gs:
       raise ValueError(f"SlimGroupNorm: {c} channels is not a multiple of group_size {self.group_size}")
-    scale = sliceable_param(self, "scale", nn.initializers.ones, (c,))
-    bias = sliceable_param(self, "bias", nn.initializers.zeros, (c,))
+    scale = sliceable_param(self, "scale", nn.initializers.ones, (c,), ("norm",))
+    bias = sliceable_param(self, "bias", nn.initializers.zeros, (c,), ("norm",))
     _check_in("SlimGroupNorm", c, scale.shape[0])
     x32 = x.astype(jnp.float32)
     g = x32.reshape(*x.shape[:-1], c // gs, gs)
@@ -208,15 +221,18 @@ class SlimSelfAttention(nn.Module):
     x = x.astype(dtype)
 
     def proj(name):
-      k = sliceable_param(self, f"{name}_kernel", self.kernel_init, (c_in, self.num_heads, self.head_dim))
-      b = sliceable_param(self, f"{name}_bias", nn.initializers.zeros, (self.num_heads, self.head_dim))
+      k = sliceable_param(self, f"{name}_kernel", self.kernel_init, (c_in, self.num_heads, self.head_dim),
+                          ("embed", "heads", "kv"))
+      b = sliceable_param(self, f"{name}_bias", nn.initializers.zeros, (self.num_heads, self.head_dim),
+                          ("heads", "kv"))
       _check_in("SlimSelfAttention", c_in, k.shape[0])
       return jnp.einsum("bld,dnh->blnh", x, k[:c_in, :h].astype(dtype)) + b[:h].astype(dtype)
 
     q, k, v = proj("query"), proj("key"), proj("value")
     o = jax.nn.dot_product_attention(q, k, v)  # [B, L, h, head_dim]
-    out_kernel = sliceable_param(self, "out_kernel", self.kernel_init, (self.num_heads, self.head_dim, c_in))
-    out_bias = sliceable_param(self, "out_bias", nn.initializers.zeros, (out_kernel.shape[-1],))
+    out_kernel = sliceable_param(self, "out_kernel", self.kernel_init, (self.num_heads, self.head_dim, c_in),
+                                 ("heads", "kv", "embed"))
+    out_bias = sliceable_param(self, "out_bias", nn.initializers.zeros, (out_kernel.shape[-1],), ("embed",))
     out = out_kernel.shape[-1] if out_features is None else int(out_features)
     if not 0 < out <= out_kernel.shape[-1]:
       raise ValueError(f"SlimSelfAttention: out_features must be in [1, {out_kernel.shape[-1]}], got {out}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-KINDS = ("classification", "binary", "semseg", "depth", "edges", "lm", "regression")
-
 
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
@@ -21,7 +19,7 @@ class TaskSpec:
 
   Attributes:
     name: unique task name, e.g. 'left'.
-    kind: one of `KINDS`.
+    kind: a registered task kind (`mtl.tasks.TASK_KINDS`), e.g. 'classification'.
     num_outputs: output channels of the head (classes for classification, 1 for binary / depth).
     target_key: key of the targets in a batch (defaults to `name`).
     metric: name of the main metric used for delta-m, e.g. 'accuracy'.
@@ -37,8 +35,11 @@ class TaskSpec:
   def __post_init__(self):
     if not self.name or "/" in self.name:
       raise ValueError(f"task name must be non-empty and contain no '/': {self.name!r}")
-    if self.kind not in KINDS:
-      raise ValueError(f"task {self.name!r}: unknown kind {self.kind!r}; expected one of {KINDS}")
+    from mtl.tasks.registry import TASK_KINDS
+    try:
+      TASK_KINDS.get(self.kind)
+    except ValueError as e:
+      raise ValueError(f"task {self.name!r}: {e}") from None
     if self.num_outputs < 1:
       raise ValueError(f"task {self.name!r}: num_outputs must be >= 1, got {self.num_outputs}")
     if not self.target_key:

@@ -4,11 +4,15 @@ outputs: logits float [B, 1]; targets: {0, 1} [B] (int or float); mask: float [B
 """
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import optax
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import masked_mean, sample_mask
 
+HEAD = "classification"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 METRICS = ("accuracy", "f1", "loss")
 
 
@@ -45,3 +49,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   if tuple(targets_shape) != tuple(logits_shape[:1]):
     return f"expected targets [B] = {logits_shape[:1]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("binary", sys.modules[__name__])

@@ -4,12 +4,16 @@ outputs: logits float [B, C]; targets: int [B] in [0, C); mask: float [B] or Non
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import masked_mean, sample_mask
 
+HEAD = "classification"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 METRICS = ("accuracy", "loss")
 
 
@@ -43,3 +47,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
 
 
 del jax
+
+
+TASK_KINDS.register("classification", sys.modules[__name__])

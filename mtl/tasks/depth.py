@@ -5,11 +5,15 @@ mask: float [B] or None.
 """
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import sample_mask
 
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 METRICS = ("abs_err", "rmse", "loss")
 
 
@@ -44,3 +48,6 @@ def check_shapes(outputs_shape: tuple, targets_shape: tuple, num_outputs: int) -
   if tuple(targets_shape) != tuple(outputs_shape[:3]):
     return f"expected targets [B, H, W] = {outputs_shape[:3]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("depth", sys.modules[__name__])

@@ -5,12 +5,16 @@ Balancing follows HED: positives weigh |negatives| / |all| and negatives |positi
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import sample_mask
 
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 METRICS = ("f1", "precision", "recall", "loss")
 
 
@@ -48,3 +52,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   if tuple(targets_shape) != tuple(logits_shape[:3]):
     return f"expected targets [B, H, W] = {logits_shape[:3]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("edges", sys.modules[__name__])

@@ -4,10 +4,13 @@ outputs: logits float [B, L, V]; targets: int [B, L], negative = padding (ignore
 """
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import sample_mask
 
 METRICS = ("perplexity", "token_accuracy", "loss")
@@ -44,3 +47,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   if tuple(targets_shape) != tuple(logits_shape[:2]):
     return f"expected targets [B, L] = {logits_shape[:2]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("lm", sys.modules[__name__])

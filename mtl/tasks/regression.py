@@ -5,11 +5,15 @@ not a missing label (use the mask for those), so it propagates into the loss.
 """
 from __future__ import annotations
 
+import sys
+
 import jax.numpy as jnp
 
 from mtl.tasks.masking import masked_mean, sample_mask
+from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("mse", "mae", "loss")
+HEAD = "classification"  # a [B, num_outputs] head (mtl.models.registry.HEADS); its logits are the predictions
 
 
 def loss(outputs: jnp.ndarray, targets: jnp.ndarray, mask: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -35,3 +39,6 @@ def check_shapes(outputs_shape: tuple, targets_shape: tuple, num_outputs: int) -
   if tuple(targets_shape) != tuple(outputs_shape[:1]):
     return f"expected targets [B] = {outputs_shape[:1]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("regression", sys.modules[__name__])

@@ -5,13 +5,17 @@ mask: float [B] or None (whole sample without labels).
 """
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import sample_mask
 
+HEAD = "dense"  # the head family that predicts this kind (mtl.models.registry.HEADS)
 METRICS = ("miou", "pixel_accuracy", "loss")
 
 
@@ -57,3 +61,6 @@ def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) ->
   if tuple(targets_shape) != tuple(logits_shape[:3]):
     return f"expected targets [B, H, W] = {logits_shape[:3]}, got {targets_shape}"
   return None
+
+
+TASK_KINDS.register("semseg", sys.modules[__name__])

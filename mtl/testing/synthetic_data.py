@@ -1,8 +1,9 @@
-"""A tiny in-memory two-task dataset with the mtl.data interface, so loop tests need no data packages."""
+"""A tiny in-memory two-task dataset registered as 'synthetic', so loop tests need no data packages."""
 from __future__ import annotations
 
 import numpy as np
 
+from mtl.data.registry import DATASETS
 from mtl.data.spec import DatasetInfo
 from mtl.tasks.base import TaskSpec
 
@@ -81,3 +82,16 @@ def make_loader(name, split, *, batch_size, seed=0, shuffle=True, num_epochs=Non
                 data_dir=None, shard_index=0, shard_count=1, tasks=None, worker_count=0):
   get_info(name)
   return Loader(split, batch_size, seed, shuffle, num_epochs, drop_remainder, shard_index, shard_count, tasks)
+
+
+class SyntheticDataset:
+  """Registry provider of 'synthetic' (TASKS and INPUT_SHAPE are read at call time, so tests may change them)."""
+
+  def info(self, name: str, data_dir: str | None = None) -> DatasetInfo:
+    return get_info(name)
+
+  def loader(self, name: str, split: str, **kwargs):
+    return make_loader(name, split, **kwargs)
+
+
+DATASETS.register("synthetic", SyntheticDataset())

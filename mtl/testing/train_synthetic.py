@@ -9,7 +9,6 @@ import argparse
 import json
 
 from mtl import distributed
-from mtl.testing import synthetic_data
 from mtl.train import loop
 
 
@@ -43,7 +42,6 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--num_steps", type=int, default=4)
   args = parser.parse_args(argv)
   distributed.initialize_from_env()
-  loop.data_lib = synthetic_data
   result = loop.train_and_evaluate(synthetic_config(args.num_steps), args.workdir, progress=False)
   print(json.dumps({"step": result["step"], "test": result["test"]}))
   return result

@@ -98,8 +98,12 @@ class Checkpointer:
                               config=ocp.args.JsonSave(json.loads(config_json)))
     return self._manager.save(step, args=args, force=force)
 
+  def should_save(self, step: int) -> bool:
+    """Whether `maybe_save` saves at `step`."""
+    return step % self.every_steps == 0
+
   def maybe_save(self, step: int, state: Any, data_state: Any, config_json: str) -> bool:
-    if step % self.every_steps:
+    if not self.should_save(step):
       return False
     return self.save(step, state, data_state, config_json)
 

@@ -28,6 +28,7 @@ from mtl.train.metric_writer import MetricWriter
 from mtl.train.optimizer import build_optimizer
 from mtl.train.preemption import PreemptionWatcher
 from mtl.train.state import TrainState, param_count
+from mtl.train.registry import TRAIN_STEPS
 from mtl.train.step import ScheduledStep, make_eval_step, make_train_step
 
 
@@ -47,6 +48,7 @@ class Experiment:
   method: Any
   state: TrainState
   state_shardings: Any
+  logical_rules: tuple = ()
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -63,35 +65,76 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.eval_every must be >= 0 (0 = only at the end), got {config.eval_every}")
   if not config.dataset.get("name"):
     raise ValueError("config.dataset.name is required")
+  variant = train_step_name(config)
+  if variant != "sandwich" and config.get("control") and config.control.get("enabled", True):
+    raise ValueError(f"config.control is set but config.train_step is {variant!r}: control settings only act "
+                     "in the 'sandwich' step (set train_step='sandwich', or remove config.control)")
+  if variant != "nested_draft" and tuple(config.get("draft", {}).get("widths", ()) or ()):
+    raise ValueError(f"config.draft.widths is set but config.train_step is {variant!r}: drafts are only trained "
+                     "by the 'nested_draft' step")
+
+
+def train_step_name(config: ml_collections.ConfigDict) -> str:
+  """`config.train_step` (a name in TRAIN_STEPS); configs saved before that field existed name their variant
+  through `control.enabled` / `draft.widths`."""
+  if config.get("train_step"):
+    return config.train_step
+  if config.get("control", {}).get("enabled", False):
+    return "sandwich"
+  if tuple(config.get("draft", {}).get("widths", ()) or ()):
+    return "nested_draft"
+  return "standard"
+
+
+def init_state_fn(model: nn.Module, tx, method, input_shape: tuple[int, ...], seed: int,
+                  model_kwargs: dict | None = None) -> Callable[[], TrainState]:
+  """`init() -> TrainState` for a model taking inputs [B, *input_shape]; parameters (and, through `tx.init`,
+  their optimizer moments) stay boxed in `nn.Partitioned` with their logical axis names (unbox with
+  `nn.meta.unbox`). Trace it with `jax.eval_shape` to plan shardings without allocating anything."""
+  def init() -> TrainState:
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
+    dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
+    variables = dict(model.init({"params": init_rng, "dropout": init_rng}, dummy, train=False,
+                                **(model_kwargs or {})))
+    params = variables.pop("params")
+    model_state = {k: v for k, v in variables.items() if k == "batch_stats"}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                      opt_state=tx.init(params), mtl_state=method.init(nn.meta.unbox(params)), rng=state_rng)
+  return init
 
 
 def init_state(model: nn.Module, tx, method, input_shape: tuple[int, ...], seed: int,
                model_kwargs: dict | None = None) -> TrainState:
-  """Parameters and optimizer / method state for a model taking inputs [B, *input_shape]."""
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
-  dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
-  variables = jax.jit(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False,
-                                              **(model_kwargs or {})))(init_rng, dummy)
-  variables = dict(variables)
-  params = variables.pop("params")
-  model_state = {k: v for k, v in variables.items() if k == "batch_stats"}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
-                    opt_state=tx.init(params), mtl_state=method.init(params), rng=state_rng)
+  """Parameters and optimizer / method state on the default device (tests, small tools); training uses
+  `init_sharded_state`."""
+  init = init_state_fn(model, tx, method, input_shape, seed, model_kwargs)
+  return jax.jit(lambda: nn.meta.unbox(init()))()
+
+
+def init_sharded_state(init: Callable[[], TrainState], mesh: jax.sharding.Mesh, logical_rules=(), rules=()
+                       ) -> tuple[TrainState, Any]:
+  """(state, shardings): the state initialised directly into its shards (born sharded; nothing is gathered
+  on one device), with shardings planned from the abstract state (mtl.sharding.state_shardings)."""
+  abstract = jax.eval_shape(init)
+  shardings = sharding_lib.state_shardings(abstract, mesh, logical_rules, rules)
+  state = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
+  return state, shardings
 
 
 def build_experiment(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None) -> Experiment:
   validate_config(config)
-  info = data_lib.get_info(config.dataset.name)
+  info = data_lib.get_info(config.dataset.name, config.dataset.get("data_dir") or None)
   tasks = select_tasks(info.tasks, tuple(config.dataset.get("tasks", ()) or ()))
   mesh = mesh or sharding_lib.make_mesh(dict(config.get("mesh", {"data": -1})))
   model = build_model(config.model, tasks, tuple(info.input_shape), mesh=mesh)
   tx = build_optimizer(config.optimizer, config.num_steps)
   method = get_method(config.mtl.method, len(tasks), **dict(config.mtl.get("kwargs", {})))
-  state = init_state(model, tx, method, tuple(info.input_shape), config.seed)
-  rules = [tuple(r) for r in config.get("sharding", {}).get("rules", ())]
-  state_shardings = sharding_lib.tree_shardings(state, mesh, rules)
-  state = jax.device_put(state, state_shardings)
-  return Experiment(config, info, tasks, mesh, model, tx, method, state, state_shardings)
+  sharding_cfg = config.get("sharding", {})
+  rules = [tuple(r) for r in sharding_cfg.get("rules", ())]
+  logical_rules = tuple(tuple(r) for r in sharding_cfg.get("logical_rules", ()))
+  init = init_state_fn(model, tx, method, tuple(info.input_shape), config.seed)
+  state, state_shardings = init_sharded_state(init, mesh, logical_rules, rules)
+  return Experiment(config, info, tasks, mesh, model, tx, method, state, state_shardings, logical_rules)
 
 
 def check_batch(exp: Experiment, batch: dict) -> None:
@@ -135,10 +178,28 @@ def step_runner(exp: Experiment, step_fn: Callable | ScheduledStep | None = None
 
 
 def jit_train_step(exp: Experiment, step_fn: Callable | None = None) -> Callable:
+  """The step jitted with the state's shardings (state donated); traced under the activation sharding rules."""
   step_fn = step_fn or make_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key)
   batch_sh = sharding_lib.batch_sharding(exp.mesh)
-  return jax.jit(step_fn, in_shardings=(exp.state_shardings, batch_sh),
-                 out_shardings=(exp.state_shardings, sharding_lib.replicated(exp.mesh)), donate_argnums=(0,))
+  return _under_activation_rules(exp, jax.jit(
+      step_fn, in_shardings=(exp.state_shardings, batch_sh),
+      out_shardings=(exp.state_shardings, sharding_lib.replicated(exp.mesh)), donate_argnums=(0,)))
+
+
+def _under_activation_rules(exp: Experiment, jitted: Callable) -> Callable:
+  """`jitted`, traced under the experiment's activation sharding rules when it has logical rules."""
+  if not exp.logical_rules:
+    return jitted
+
+  def run(*args):
+    with sharding_lib.activation_rules(exp.mesh, exp.logical_rules):
+      return jitted(*args)
+  return run
+
+
+def build_train_step(exp: Experiment) -> Callable | ScheduledStep:
+  """The unjitted step of the variant `config.train_step` names (TRAIN_STEPS), built for `exp`."""
+  return TRAIN_STEPS.get(train_step_name(exp.config))(exp)
 
 
 def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs: dict | None = None,
@@ -153,9 +214,10 @@ def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs:
   eval_step = make_eval_step(exp.model, exp.tasks, exp.info.input_key)
   batch_sh = sharding_lib.batch_sharding(exp.mesh)
   kwargs = model_kwargs or {}
-  jitted = jax.jit(lambda p, s, b: eval_step(p, s, b, **kwargs),
-                   in_shardings=(exp.state_shardings.params, exp.state_shardings.model_state, batch_sh),
-                   out_shardings=sharding_lib.replicated(exp.mesh))
+  jitted = _under_activation_rules(exp, jax.jit(
+      lambda p, s, b: eval_step(p, s, b, **kwargs),
+      in_shardings=(exp.state_shardings.params, exp.state_shardings.model_state, batch_sh),
+      out_shardings=sharding_lib.replicated(exp.mesh)))
 
   def batches() -> Iterator[dict]:
     for i, b in enumerate(loader):
@@ -168,8 +230,28 @@ def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs:
   return evaluate_lib.evaluate_stats(stats_fn, batches(), bs // jax.process_count(), exp.tasks)
 
 
-def _accumulate(acc: dict | None, new: dict) -> dict:
-  return new if acc is None else jax.tree_util.tree_map(np.add, acc, new)
+@jax.jit
+def _accumulate(acc: dict, out: dict, step: jax.Array) -> dict:
+  """Adds a step's metrics to the device-side sums and records the first step with a non-finite scalar
+  (0 = none) and which scalars were non-finite then, so the loop needs no host sync between log steps."""
+  nonfinite = {k: ~jnp.all(jnp.isfinite(v)) for k, v in out["scalars"].items()}
+  new_bad = (acc["first_bad"] == 0) & jnp.any(jnp.stack(list(nonfinite.values())))
+  return {"sums": jax.tree_util.tree_map(jnp.add, acc["sums"], out), "count": acc["count"] + 1,
+          "first_bad": jnp.where(new_bad, step, acc["first_bad"]),
+          "nonfinite": {k: jnp.where(new_bad, v, acc["nonfinite"][k]) for k, v in nonfinite.items()}}
+
+
+def _zero_acc(out: dict) -> dict:
+  return {"sums": jax.tree_util.tree_map(jnp.zeros_like, out), "count": jnp.zeros((), jnp.int32),
+          "first_bad": jnp.zeros((), jnp.int32),
+          "nonfinite": {k: jnp.zeros((), bool) for k in out["scalars"]}}
+
+
+def _raise_if_diverged(host_acc: dict, tasks) -> None:
+  """TrainingDivergedError naming the first non-finite step and what was non-finite at it, if any."""
+  step = int(host_acc["first_bad"])
+  if step:
+    check_finite(step, {k: float("nan") if bad else 0.0 for k, bad in host_acc["nonfinite"].items()}, tasks)
 
 
 def _train_summary(scalar_sums: dict, stats_sums: dict, count: int, tasks) -> dict[str, float]:
@@ -182,6 +264,7 @@ def _train_summary(scalar_sums: dict, stats_sums: dict, count: int, tasks) -> di
 
 
 def check_finite(step: int, scalars: dict, tasks) -> None:
+  """Raises TrainingDivergedError naming `step` and the first non-finite task loss (else the first key)."""
   bad = [k for k, v in scalars.items() if not math.isfinite(float(v))]
   if bad:
     named = [k for k in bad if k.startswith("loss/")]
@@ -196,7 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   """Trains `config` in `workdir` (resuming from its latest checkpoint) and evaluates on the test split.
 
   Returns {'test': task -> metrics, 'steps_per_second': float, 'examples_per_second': float, 'step': int}.
-  `step_fn_factory(exp)` may supply another (unjitted) train step, e.g. the sandwich rule of mtl.control.
+  The train step is the variant `config.train_step` names (TRAIN_STEPS); `step_fn_factory(exp)` overrides it
+  with another unjitted step (or `ScheduledStep`).
   `stop_at_step` ends this job after that step with a checkpoint (as a preemption would); the schedule still
   follows `config.num_steps`, and re-running resumes.
   """
@@ -227,15 +311,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
     logging.info("resumed from step %d", restored_step)
   start = int(state.step)
   logging.info("model has %d parameters", param_count(state.params))
-  if step_fn_factory is None and config.get("control", {}).get("enabled", False):
-    from mtl.train.sandwich import sandwich_step_factory
-    step_fn_factory = sandwich_step_factory(config)
-  if step_fn_factory is None and config.get("draft", {}).get("widths", ()):
-    from mtl.train.nested_draft import nested_draft_step_factory
-    step_fn_factory = nested_draft_step_factory(config)
-  train_step = step_runner(exp, step_fn_factory(exp) if step_fn_factory else None)
+  train_step = step_runner(exp, (step_fn_factory or build_train_step)(exp))
 
-  scalar_sums, stats_sums, n_acc = None, None, 0
+  acc = None
   t_first, examples_timed, steps_timed = None, 0, 0
   bar = tqdm.tqdm(total=config.num_steps, initial=start, desc="train", disable=not progress or
                   jax.process_index() != 0, dynamic_ncols=True)
@@ -254,18 +332,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
       else:
         steps_timed += 1
         examples_timed += config.batch_size
-      step_scalars, step_stats = jax.device_get((out["scalars"], out["stats"]))
-      scalar_sums = _accumulate(scalar_sums if n_acc else None, step_scalars)
-      stats_sums = _accumulate(stats_sums if n_acc else None, step_stats)
-      n_acc += 1
-      check_finite(step, step_scalars, exp.tasks)
-      if step % config.log_every == 0 or step == config.num_steps:
-        summary = _train_summary(scalar_sums, stats_sums, n_acc, exp.tasks)
-        if steps_timed:
-          summary["steps_per_second"] = steps_timed / (time.perf_counter() - t_first)
-        writer.write(step, summary, "train")
-        bar.set_postfix(loss=f"{summary['loss']:.3f}")
-        n_acc = 0
+      acc = _accumulate(acc if acc is not None else _zero_acc(out), out, jnp.int32(step))
+      log_now = step % config.log_every == 0 or step == config.num_steps
+      if log_now or ckpt.should_save(step):  # the only host syncs: nothing non-finite is ever saved
+        host = jax.device_get(acc)
+        _raise_if_diverged(host, exp.tasks)
+        if log_now:
+          summary = _train_summary(host["sums"]["scalars"], host["sums"]["stats"], int(host["count"]), exp.tasks)
+          if steps_timed:
+            summary["steps_per_second"] = steps_timed / (time.perf_counter() - t_first)
+          writer.write(step, summary, "train")
+          bar.set_postfix(loss=f"{summary['loss']:.3f}")
+          acc = None
       if config.get("eval_every", 0) and step % config.eval_every == 0 and step != config.num_steps:
         val = evaluate_split(exp, state, config.dataset.get("eval_split", "validation"))
         writer.write(step, {f"{t}/{k}": v for t, m in val.items() for k, v in m.items()}, "validation")
@@ -280,6 +358,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   finally:
     bar.close()
     watcher.close()
+  if acc is not None:  # steps since the last sync (a preemption or stop_at_step ends between log steps)
+    try:
+      _raise_if_diverged(jax.device_get({k: acc[k] for k in ("first_bad", "nonfinite")}), exp.tasks)
+    except TrainingDivergedError:
+      ckpt.close()
+      raise
   elapsed = (time.perf_counter() - t_first) if t_first and steps_timed else float("nan")
   ckpt.save(int(state.step), state, train_iter.get_state(), config_json)
   ckpt.close()

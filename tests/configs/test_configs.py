@@ -13,7 +13,7 @@ from mtl.control import widths as widths_lib
 from mtl.control.macs import count_macs
 from mtl.control.widths import WidthConfig
 from mtl.data import registry
-from mtl.models.heads import DENSE_KINDS
+from mtl.models.heads import head_name
 from mtl.models.multitask import build_model
 from mtl.tasks.base import select_tasks
 from mtl.train.loop import validate_config
@@ -74,7 +74,7 @@ def test_forward_pass_at_every_kind_of_width_config(name, real):
   for cfg in configs:
     out = run(lambda v, x, kw=cfg.apply_kwargs(): model.apply(v, x, **kw), variables, x)
     for t in spec.tasks:
-      want = (1,) + (tuple(spec.input_shape[:2]) if t.kind in DENSE_KINDS else ()) + (t.num_outputs,)
+      want = (1,) + (tuple(spec.input_shape[:2]) if head_name(t, {}) == "dense" else ()) + (t.num_outputs,)
       assert out[t.name].shape == want, (cfg.key(), t.name, out[t.name].shape)
       assert not real or bool(jnp.all(jnp.isfinite(out[t.name]))), (cfg.key(), t.name)
 

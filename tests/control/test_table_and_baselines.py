@@ -9,24 +9,21 @@ import pytest
 from mtl.control import table as control
 from mtl.train import baselines as evaluate
 from mtl.control import search as search_lib
-from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-  loop.data_lib = synthetic_data
   workdir = str(tmp_path_factory.mktemp("ctrl"))
   c = synthetic_config(2, every_steps=100)
+  c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1, pool_size=1,
                                              cikd_weight=1.0))
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   loop.train_and_evaluate(c, workdir, progress=False)
   yield workdir
-  import mtl.data
-  loop.data_lib = mtl.data
 
 
 def test_measure_search_and_cache(trained):
@@ -73,7 +70,6 @@ def test_compare_with_fixed_width_run(trained, tmp_path):
   fixed = synthetic_config(2, every_steps=100)  # the same channels as the slimmable model at width 0.5
   fixed.model.encoder.stage_channels = tuple(scale_channels(c, 0.5, 8) for c in (8, 16))
   fixed.model.head.hidden_dim = scale_channels(16, 0.5, 8)
-  loop.data_lib = synthetic_data
   loop.train_and_evaluate(fixed, str(tmp_path / "fixed"), progress=False)
   exp, state, _ = loop.restore_experiment(trained)
   runs = control_cli.parse_fixed_runs(f"0.5={tmp_path / 'fixed'}")

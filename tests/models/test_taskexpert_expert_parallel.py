@@ -13,7 +13,6 @@ from configs import common
 from mtl import sharding
 from mtl.models.multitask import build_model
 from mtl.tasks.base import TaskSpec
-from mtl.testing import synthetic_data
 from mtl.testing.random_params import randn
 from mtl.testing.train_synthetic import restored_params, synthetic_config
 from mtl.train import loop
@@ -80,7 +79,6 @@ def _moe_config(impl, num_steps=3):
 
 
 def test_training_loop_with_sharded_experts_matches_single_device(tmp_path, monkeypatch):
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
   mesh = _mesh()
   parallel = _moe_config("expert_parallel")
   parallel.sharding.rules = common.sharding_rules("expert")

@@ -15,11 +15,6 @@ from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import restored_params, synthetic_config
 
 
-@pytest.fixture(autouse=True)
-def _synthetic(monkeypatch):
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
-
-
 def _config(num_steps=6, every=3):
   return synthetic_config(num_steps, every)
 

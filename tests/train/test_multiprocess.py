@@ -6,7 +6,6 @@ import jax
 import numpy as np
 
 from launch import local
-from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import restored_params, synthetic_config
 from mtl.train import loop
 
@@ -19,7 +18,6 @@ def test_two_processes_match_single_process(tmp_path, monkeypatch):
                       log_dir=str(tmp_path / "logs"), timeout_s=240, env=env)
   logs = "".join(open(tmp_path / "logs" / f"process_{i}.log").read() for i in range(2))
   assert code == 0, logs
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
   config = synthetic_config(4)
   loop.train_and_evaluate(config, str(tmp_path / "single"), progress=False)
   pm, sm = restored_params(str(tmp_path / "multi"))

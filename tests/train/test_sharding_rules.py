@@ -5,13 +5,11 @@ from jax.sharding import PartitionSpec as P
 
 from configs import common
 from mtl import sharding
-from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
 
 
 def test_fsdp_rules_shard_params_and_adam_moments(monkeypatch):
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
   config = synthetic_config(2)
   config.mesh = {"fsdp": -1}
   config.sharding.rules = common.sharding_rules("fsdp")
@@ -43,7 +41,6 @@ def test_expert_rule_puts_experts_on_expert_axis():
 
 
 def test_fsdp_training_matches_data_parallel(tmp_path, monkeypatch):
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
   dp = synthetic_config(3)
   fsdp = synthetic_config(3)
   fsdp.mesh = {"data": 2, "fsdp": 4}

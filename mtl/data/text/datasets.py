@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from mtl.data.registry import DATASETS
 from mtl.data.text import gcide, mqar, stdlib_source
 from mtl.data.text.tokenizer import ByteTokenizer, pack_lm, pack_prompt_answer
 from mtl.tasks.base import TaskSpec
@@ -193,3 +194,18 @@ def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0,
   del data_dir, worker_count
   return Loader(name, split, batch_size, seed, shuffle, num_epochs,
                 drop_remainder, shard_index, shard_count, tasks)
+
+
+class TextDataset:
+  """Registry provider of the text datasets (see the module docstring)."""
+
+  def info(self, name: str, data_dir: str | None = None) -> Info:
+    del data_dir  # text data is read from installed packages
+    return get_info(name)
+
+  def loader(self, name: str, split: str, **kwargs) -> Loader:
+    return make_loader(name, split, **kwargs)
+
+
+DATASETS.register("gcide_text", TextDataset())
+DATASETS.register("mqar", TextDataset(), family=True)

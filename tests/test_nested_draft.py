@@ -9,7 +9,7 @@ from mtl.models.lm import DecoderLM
 from mtl.optim import get_method
 from mtl.tasks.base import TaskSpec
 from mtl.train import loop
-from mtl.train.nested_draft import check_draft_config, distill_kl, make_nested_draft_step
+from mtl.nested_draft import check_draft_config, distill_kl, make_nested_draft_step
 
 TASKS = (TaskSpec("a", "lm", 11, metric="perplexity", higher_is_better=False),
          TaskSpec("b", "lm", 11, metric="perplexity", higher_is_better=False))

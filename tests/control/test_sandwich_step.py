@@ -11,23 +11,19 @@ from mtl.control import widths as widths_lib
 from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
-from mtl.train.sandwich import make_sandwich_train_step, pool_picks, random_pool, sandwich_step_factory
+from mtl.control.sandwich_step import make_sandwich_train_step, pool_picks, random_pool, sandwich_step
 from mtl.train.step import ScheduledStep
 from mtl.train.step import task_losses_and_stats
 
 
 def _control_config(num_steps=4):
   c = synthetic_config(num_steps, every_steps=100)
+  c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1, pool_size=3,
                                              cikd_weight=0.5, cikd_normalize=False))
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   return c
-
-
-@pytest.fixture(autouse=True)
-def _synthetic(monkeypatch):
-  monkeypatch.setattr(loop, "data_lib", synthetic_data)
 
 
 def test_sandwich_loss_is_sum_over_configs_plus_cikd():
@@ -53,7 +49,7 @@ def test_sandwich_loss_is_sum_over_configs_plus_cikd():
     total += float(jnp.sum(losses))
     feats.append(f)
   total += 0.5 * sum(float(cikd_loss(f, feats[0])) for f in feats[1:])
-  np.testing.assert_allclose(float(out["scalars"]["loss"]), total, rtol=1e-5)
+  np.testing.assert_allclose(float(out["scalars"]["objective"]), total, rtol=1e-5)
 
 
 def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
@@ -70,7 +66,7 @@ def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
 def test_scheduled_step_picks_are_deterministic_and_cover_the_pool(monkeypatch):
   config = _control_config()
   exp = loop.build_experiment(config)
-  scheduled = sandwich_step_factory(config)(exp)
+  scheduled = sandwich_step(exp)
   assert isinstance(scheduled, ScheduledStep)
   keys = [scheduled.key_for_step(s) for s in range(1, 61)]
   assert keys == [pool_picks(config.seed, s, 1, 3) for s in range(1, 61)]  # a resumed run redraws the same

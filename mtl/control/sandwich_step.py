@@ -26,8 +26,9 @@ from mtl.control import widths as widths_lib
 from mtl.control.cikd import cikd_loss
 from mtl.optim import combine_gradients
 from mtl.tasks.base import TaskSpec
+from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
-from mtl.train.step import ScheduledStep, task_losses_and_stats
+from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 
 def random_pool(control: ml_collections.ConfigDict, task_names: list[str], seed: int
@@ -68,7 +69,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
 
   `control`: widths (allowed multipliers), num_random (random configs per step), pool_size, cikd_weight,
   cikd_normalize. `picks`: the pool entries this step trains (num_random indices; default the first
-  num_random entries). Logged task stats are those of the largest configuration.
+  num_random entries). Logged task losses, stats, batch statistics and model metrics are those of the largest
+  configuration; every configuration's sown auxiliary losses (e.g. MoE load balancing) are in the objective.
   """
   names = [t.name for t in tasks]
   widths = tuple(float(w) for w in control.widths)
@@ -89,56 +91,47 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   num_tasks = len(tasks)
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(state.rng, state.step)
-    dropout_rng, _ = jax.random.split(rng)
+    dropout_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = batch[input_key]
 
-    def run(params, cfg):
-      return model.apply({"params": params, **state.model_state}, x, train=True, return_features=True,
-                         rngs={"dropout": dropout_rng}, **cfg.apply_kwargs())
-
     def task_loss_fn(params):
-      outputs, teacher = run(params, teacher_cfg)
+      def run(cfg):
+        outputs, mutated, aux = forward(model, params, state.model_state, x, dropout_rng, return_features=True,
+                                        **cfg.apply_kwargs())
+        return outputs, mutated, aux
+
+      (outputs, teacher), mutated, aux = run(teacher_cfg)
       teacher_losses, stats = task_losses_and_stats(outputs, batch, tasks)
-
-      def student(cfg):
-        out, feats = run(params, cfg)
+      total, aux_total, cikd = teacher_losses, aux, jnp.zeros((), jnp.float32)
+      for cfg in students:
+        (out, feats), _, aux_j = run(cfg)
         losses, _ = task_losses_and_stats(out, batch, tasks)
-        return losses, cikd_loss(feats, teacher, normalize=normalize)
+        total, aux_total = total + losses, aux_total + aux_j
+        cikd = cikd + cikd_loss(feats, teacher, normalize=normalize)
+      total = total + (aux_total + cikd_weight * cikd) / num_tasks
+      return total, StepOutput(stats, mutated, teacher_losses, aux, {"cikd": cikd, "aux_loss/all": aux_total})
 
-      losses, cikd = student(students[0])
-      for cfg in students[1:]:
-        l_j, c_j = student(cfg)
-        losses, cikd = losses + l_j, cikd + c_j
-      total = teacher_losses + losses + cikd_weight * cikd / num_tasks
-      return total, (stats, teacher_losses, cikd)
-
-    grads, mtl_state, total_losses, (stats, teacher_losses, cikd), mtl_metrics = combine_gradients(
-        method, state.mtl_state, task_loss_fn, state.params, state.step)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mtl_state=mtl_state)
-    metrics = {"loss": jnp.sum(total_losses), "cikd": cikd, "grad_norm": optax.global_norm(grads)}
-    metrics.update({f"loss/{t.name}": teacher_losses[i] for i, t in enumerate(tasks)})
-    metrics.update({f"mtl/{k}": v for k, v in mtl_metrics.items()})
-    return new_state, {"scalars": metrics, "stats": stats}
+    grads, mtl_state, total, out, mtl_metrics = combine_gradients(method, state.mtl_state, task_loss_fn,
+                                                                  state.params, state.step)
+    return finish_step(tx, tasks, state, grads, mtl_state, out, mtl_metrics, total)
 
   return step
 
 
-def sandwich_step_factory(config: ml_collections.ConfigDict) -> Callable:
-  """For `loop.train_and_evaluate(..., step_fn_factory=...)` when `config.control.enabled`: a `ScheduledStep`
+@TRAIN_STEPS.register("sandwich")
+def sandwich_step(exp) -> ScheduledStep:
+  """Train-step variant 'sandwich' (config.train_step) of an experiment with `config.control`: a `ScheduledStep`
   whose variant for each step is the sandwich step with that step's `pool_picks`."""
+  config = exp.config
+  if not config.get("control"):
+    raise ValueError("train_step 'sandwich' needs config.control (see configs/common.py:make_controllable)")
   num_random = int(config.control.get("num_random", 1))
   pool_size = int(config.control.get("pool_size", 8))
-
-  def factory(exp):
-    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
-                             config.seed)  # validates the control values before training starts
-    return ScheduledStep(
-        key_for_step=lambda step: pool_picks(config.seed, step, num_random, pool_size),
-        build=lambda picks: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method,
-                                                     exp.info.input_key, config.control, config.seed, picks))
-  return factory
+  make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
+                           config.seed)  # validates the control values before training starts
+  return ScheduledStep(
+      key_for_step=lambda step: pool_picks(config.seed, step, num_random, pool_size),
+      build=lambda picks: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
+                                                   config.control, config.seed, picks))
 
 

@@ -18,8 +18,9 @@ import optax
 
 from mtl.optim import combine_gradients
 from mtl.tasks.base import TaskSpec
+from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
-from mtl.train.step import task_losses_and_stats
+from mtl.train.step import StepOutput, finish_step, forward, task_losses_and_stats
 
 
 def distill_kl(teacher_logits: jax.Array, student_logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -65,43 +66,34 @@ def make_nested_draft_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: op
 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     x = batch[input_key]
+    dropout_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
 
     def task_loss_fn(params):
       def run(width):
-        return model.apply({"params": params, **state.model_state}, x, train=True, width=width)
+        return forward(model, params, state.model_state, x, dropout_rng, width=width)
 
-      full = run(1.0)
+      full, mutated, aux = run(1.0)
       full_losses, stats = task_losses_and_stats(full, batch, tasks)
-      total = full_losses
+      total, aux_total = full_losses, aux
       draft_metrics = {}
       for w in widths:
-        out = run(w)
+        out, _, aux_w = run(w)
         losses, _ = task_losses_and_stats(out, batch, tasks)
         kl = sum(distill_kl(full[t.name], out[t.name], batch[t.target_key]) for t in tasks) / num_tasks
-        total = total + losses + kd_weight * kl / num_tasks
+        total, aux_total = total + losses + kd_weight * kl / num_tasks, aux_total + aux_w
         draft_metrics[f"draft/{w:g}/loss"] = jnp.sum(losses)
         draft_metrics[f"draft/{w:g}/kl"] = kl
-      return total, (stats, full_losses, draft_metrics)
+      return total + aux_total / num_tasks, StepOutput(stats, mutated, full_losses, aux, draft_metrics)
 
-    grads, mtl_state, _, (stats, full_losses, draft_metrics), mtl_metrics = combine_gradients(
-        method, state.mtl_state, task_loss_fn, state.params, state.step)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, mtl_state=mtl_state)
-    metrics = {"loss": jnp.sum(full_losses), "grad_norm": optax.global_norm(grads),
-               "param_norm": optax.global_norm(params), **draft_metrics}
-    metrics.update({f"loss/{t.name}": full_losses[i] for i, t in enumerate(tasks)})
-    metrics.update({f"mtl/{k}": v for k, v in mtl_metrics.items()})
-    return new_state, {"scalars": metrics, "stats": stats}
+    grads, mtl_state, objective, out, mtl_metrics = combine_gradients(method, state.mtl_state, task_loss_fn,
+                                                                      state.params, state.step)
+    return finish_step(tx, tasks, state, grads, mtl_state, out, mtl_metrics, objective)
 
   return step
 
 
-def nested_draft_step_factory(config: ml_collections.ConfigDict) -> Callable:
-  """For `loop.train_and_evaluate(..., step_fn_factory=...)` when `config.draft.widths` is set."""
-  widths, kd_weight = check_draft_config(config.draft)
-
-  def factory(exp):
-    return make_nested_draft_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, widths,
-                                  kd_weight)
-  return factory
+@TRAIN_STEPS.register("nested_draft")
+def nested_draft_step(exp) -> Callable:
+  """Train-step variant 'nested_draft' (config.train_step) for a DecoderLM with `config.draft.widths`."""
+  widths, kd_weight = check_draft_config(exp.config.get("draft", ml_collections.ConfigDict()))
+  return make_nested_draft_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, widths, kd_weight)

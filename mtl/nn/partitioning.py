@@ -1,0 +1,34 @@
+"""Logical axis names of parameters and activations (flax `nn.Partitioned` metadata).
+
+Layers name each parameter dimension with one of `AXES`; `mtl.sharding` maps names to mesh axes with the rules in
+`config.sharding.logical_rules` (presets in configs/common.py). A dimension with no rule is replicated.
+
+  embed   model / channel dimension a layer reads (input features of a kernel, the residual stream)
+  mlp     hidden / output features of a kernel
+  heads   attention heads;  kv: per-head dimension;  vocab: vocabulary rows / logits
+  expert  the expert axis of MoE weights;  norm: scale / bias of a normalisation layer
+  batch   the leading axis of activations;  length: sequence / token axis of activations
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+
+AXES = ("embed", "mlp", "heads", "kv", "vocab", "expert", "norm", "batch", "length")
+
+
+def logical(init_fn: Callable, axes: Sequence[str | None]) -> Callable:
+  """`init_fn` whose value is boxed with logical axis names `axes` (one per dimension; None = unnamed)."""
+  unknown = [a for a in axes if a is not None and a not in AXES]
+  if unknown:
+    raise ValueError(f"unknown logical axis names {unknown}; known: {AXES}")
+  return nn.with_logical_partitioning(init_fn, tuple(axes))
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+  """Sharding constraint on an activation by logical names; a no-op outside `mtl.sharding.activation_rules`."""
+  if len(axes) != x.ndim:
+    raise ValueError(f"constrain: {len(axes)} axis names {tuple(axes)} for an array of rank {x.ndim}")
+  return nn.with_logical_constraint(x, tuple(axes))
