@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtl.models.registry import MODELS
+from mtl.nn import partitioning
 from mtl.models.tabular import FeatureSpec, TabularInput, parse_features
 from mtl.tasks.base import TaskSpec
 
@@ -82,8 +83,10 @@ class ExpertBank(nn.Module):
       raise ValueError(f"ExpertBank: {x.shape[1]} expert inputs for {self.num} experts")
     h = x
     for i, width in enumerate(self.hidden):
-      w = self.param(f"w{i}", _expert_init(), (self.num, h.shape[-1], width), jnp.float32)
-      b = self.param(f"b{i}", nn.initializers.zeros, (self.num, width), jnp.float32)
+      w = self.param(f"w{i}", partitioning.logical(_expert_init(), ("expert", "embed", "mlp")),
+                     (self.num, h.shape[-1], width), jnp.float32)
+      b = self.param(f"b{i}", partitioning.logical(nn.initializers.zeros, ("expert", "mlp")), (self.num, width),
+                     jnp.float32)
       h = (jnp.einsum("bd,edh->beh", h, w) if h.ndim == 2 else jnp.einsum("bed,edh->beh", h, w)) + b
       if self.norm:
         h = nn.BatchNorm(use_running_average=not train, axis=(-2, -1), name=f"norm{i}")(h)

@@ -1,8 +1,9 @@
 """Tower models (shared bottom, MMoE, CGC, PLE, AdaTT, HoME): shapes, losses and gradients of every arch; numpy
 float64 references for MMoE and AdaTT; the gate structure each paper defines (CGC's and HoME's masks as exact
 zero gradients); named feature specs and their errors; the config factory; training through the real loop."""
-import ml_collections
+import flax.linen as nn
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,8 +12,13 @@ from mtl.models.multitask import build_model
 from mtl.models.tabular import TabularInput, parse_features
 from mtl.models.towers import ARCHS, build_towers
 from mtl.tasks.base import TaskSpec
-from mtl.testing.random_params import randn, random_params
+from mtl.testing.random_params import randn
+from mtl.testing.random_params import random_params as _boxed_random_params
 from mtl.train.step import task_losses_and_stats
+
+def random_params(*args, **kwargs):  # plain arrays (expert weights are boxed with logical axis names)
+  return nn.meta.unbox(_boxed_random_params(*args, **kwargs))
+
 
 TASKS = (TaskSpec("r", "regression", 1, metric="mse", higher_is_better=False), TaskSpec("b", "binary", 1),
          TaskSpec("c", "classification", 3))
@@ -53,7 +59,7 @@ def _variables(model, x):
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x))
   v = {"params": random_params(model, x)}
   if "batch_stats" in shapes:
-    v["batch_stats"] = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes["batch_stats"])
+    v["batch_stats"] = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), nn.meta.unbox(shapes["batch_stats"]))
   return v
 
 
@@ -175,7 +181,7 @@ def test_home_hierarchy_masks_and_feature_gates():
   task2 = np.abs(np.asarray(g["task_experts2"]["w0"])).reshape(3, 2, -1).sum(-1).sum(-1)
   assert group2[0] == 0 and group2[1] > 0
   assert task2[0] == 0 and task2[1] == 0 and task2[2] > 0
-  init = model.init(jax.random.PRNGKey(0), x)
+  init = nn.meta.unbox(model.init(jax.random.PRNGKey(0), x))
   no_gates = _model("home", feature_gate_rank=0)
   pn = {k: a for k, a in init["params"].items() if not k.startswith("feature_gate")}
   a = model.apply(init, x)

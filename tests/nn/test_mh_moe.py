@@ -1,5 +1,6 @@
 """Multi-Head MoE against a float64 numpy reference (sub-token routing, dropless and with drops), the h=1
 identity case against MoEMLP, equal-MAC sizing, expert activation per token, and use inside TaskExpertModel."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -11,7 +12,12 @@ from mtl.nn.mh_moe import MultiHeadMoE, equal_macs_hidden, mh_moe_layer_macs
 from mtl.nn.moe import MoEMLP
 from mtl.nn.moe_experts import moe_layer_macs
 from mtl.tasks.base import TaskSpec
-from mtl.testing.random_params import randn, random_params
+from mtl.testing.random_params import randn
+from mtl.testing.random_params import random_params as _boxed_random_params
+
+
+def random_params(*args, **kwargs):  # plain arrays (MoEMLP's are boxed with logical axis names)
+  return nn.meta.unbox(_boxed_random_params(*args, **kwargs))
 
 
 def _gelu(x):  # jax.nn.gelu's default (tanh) form
