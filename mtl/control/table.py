@@ -26,6 +26,33 @@ def measure_table(exp, state, configs, max_batches=None) -> list[search_lib.Meas
   return table
 
 
+def measure_all_configs(exp, state, max_batches=None) -> list[search_lib.Measurement]:
+  """Validation metrics and MACs of EVERY width configuration (W ** (T + 1)), from W * W evaluations.
+
+  A task's output depends only on the encoder width and its own head width (each head reads the shared
+  features alone), so evaluating the W * W uniform-head configurations (encoder e, every head at h) measures
+  every (encoder width, head width) pair of every task at once; each configuration's metrics are assembled
+  from its pairs (exact: tests/control/test_table_and_baselines.py checks assembled against direct rows).
+  """
+  names = [t.name for t in exp.tasks]
+  if not hasattr(exp.model, "heads") or sorted(exp.model.heads) != sorted(names):
+    raise ValueError(f"{type(exp.model).__name__} has no per-task heads; measure sampled configurations with "
+                     "measure_table instead")
+  widths = tuple(sorted(float(w) for w in exp.config.control.widths))
+  pairs = {}
+  for cfg in widths_lib.uniform_head_configs(widths, names):
+    metrics = loop.evaluate_split(exp, state, exp.config.dataset.get("eval_split", "validation"),
+                                  model_kwargs=cfg.apply_kwargs(), max_batches=max_batches)
+    main = evaluate_lib.main_metrics(metrics, exp.tasks)
+    for t in names:
+      pairs[(t, cfg.encoder, cfg.head_widths[t])] = float(main[t])
+    logging.info("%s: %s", cfg.key(), main)
+  shape = tuple(exp.info.input_shape)
+  return [search_lib.Measurement(cfg, int(count_macs(exp.model, cfg, shape)["total"]),
+                                 {t: pairs[(t, cfg.encoder, w)] for t, w in cfg.heads})
+          for cfg in widths_lib.all_configs(widths, names)]
+
+
 TABLE_FILE = "control_table.json"
 
 
@@ -54,13 +81,23 @@ def read_cached_table(workdir: str) -> dict | None:
 
 
 def load_or_measure(workdir, exp, state, step, num_configs, max_batches) -> list[search_lib.Measurement]:
+  """The cached table of <workdir> if it was measured at `step` with the same settings, else measured now.
+
+  num_configs <= 0 (or >= W ** (T + 1)): every configuration (`measure_all_configs`); else `num_configs`
+  sampled ones (`sampled_configs`)."""
   cached = read_cached_table(workdir)
-  if cached and cached.get("step") == step and cached.get("num_configs") == num_configs:
+  if (cached and cached.get("step") == step and cached.get("num_configs") == num_configs
+      and cached.get("max_batches") == max_batches):
     return [search_lib.Measurement(widths_lib.parse_config(r["config"]), r["macs"], r["metrics"])
             for r in cached["table"]]
-  table = measure_table(exp, state, sampled_configs(workdir, exp, num_configs), max_batches)
+  total = len(control_widths(workdir, exp)) ** (len(exp.tasks) + 1)
+  if num_configs <= 0 or num_configs >= total:
+    table = measure_all_configs(exp, state, max_batches)
+  else:
+    table = measure_table(exp, state, sampled_configs(workdir, exp, num_configs), max_batches)
   with open(os.path.join(workdir, TABLE_FILE), "w") as f:
-    json.dump({"step": step, "num_configs": num_configs, "table": [m.to_json() for m in table]}, f, indent=1)
+    json.dump({"step": step, "num_configs": num_configs, "max_batches": max_batches,
+               "table": [m.to_json() for m in table]}, f, indent=1)
   return table
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol
 
-from mtl.data.builders import cifar100_mtl, fashion_scenes, multi_fashion_mnist, multifashion, yeast
+from mtl.data.builders import (cifar100_mtl, fashion_scenes, fashion_scenes_lowres, multi_fashion_mnist, multifashion,
+                               yeast)
 from mtl.data.spec import DatasetInfo, DatasetSpec
 from mtl.registry import Registry
 
@@ -44,7 +45,8 @@ class TfdsDataset:
 
 
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC)}
+    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC,
+    *fashion_scenes_lowres.SPECS)}
 for _spec in _SPECS.values():
   DATASETS.register(_spec.name, TfdsDataset(_spec))
 
