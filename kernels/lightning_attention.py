@@ -1,12 +1,16 @@
 """Lightning attention (TransNormerLLM) as Pallas kernels with a custom VJP.
 
 Public function: `lightning_attention(q, k, v, slopes, causal, block_size,
-interpret)`, same signature and semantics as
+interpret, ..., impl)`, same semantics as
 `kernels.reference.lightning_attention_chunked` (shapes q, k [B, H, L, Dk],
 v [B, H, L, Dv], slopes [H]; decay lambda_h = exp(-slopes[h]) per token).
+It dispatches by backend (`impl`): 'triton_serial' (this file, GPU default),
+'triton_chunked' (kernels/lightning_chunked.py), 'mosaic' (TPU default,
+kernels/tpu/lightning_attention.py) or 'reference'; on CPU the kernels run in
+interpret mode.
 
-Kernels (one program per (batch, head[, Dv block]), looping over sequence
-blocks of C tokens with a kv state kept on chip):
+Serial Triton kernels (one program per (batch, head[, Dv block]), looping over
+sequence blocks of C tokens with a kv state kept on chip):
   forward  o = (M * q k^T) v + (lambda^(i+1) q) S;  S <- lambda^C S + (lambda^(C-1-j) k)^T v
   backward dq: the forward kernel on (do, v, k);
            bwd='split' (default): dk, dv by the forward kernel run in
@@ -30,6 +34,8 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
+from kernels.tpu.lightning_attention import lightning_attention as lightning_attention_tpu
+from kernels.lightning_chunked import lightning_attention_chunked
 
 _HI = lax.Precision.HIGHEST
 
@@ -42,10 +48,9 @@ def default_interpret(interpret: bool | None) -> bool:
 
 
 def _gpu_params(interpret: bool, num_stages: int | None = None):
-  """Triton compiler params (None in interpret mode or off GPU)."""
-  if interpret or jax.default_backend() != "gpu" or num_stages is None:
-    return None
-  return plgpu.CompilerParams(num_warps=4, num_stages=num_stages)
+  """Triton compiler params. Always given: since jax 0.10 a GPU pallas_call without them lowers to Mosaic GPU."""
+  del interpret
+  return plgpu.CompilerParams(num_warps=4 if num_stages is not None else None, num_stages=num_stages)
 
 
 def _dot(a, b):
@@ -153,6 +158,7 @@ def _fwd_call(q, k, v, slopes, block, interpret, block_v=None,
       out_specs=pl.BlockSpec((None, length, bv), lambda i, j: (i, 0, j)),
       out_shape=jax.ShapeDtypeStruct((b * h, length, dv), v.dtype),
       interpret=interpret,
+      compiler_params=_gpu_params(interpret),
       name="lightning_fwd",
   )(_head_slopes(slopes, b), _flat(q), _flat(k), _flat(v))
   return out.reshape(b, h, length, dv)
@@ -211,35 +217,20 @@ def _causal_padded_bwd(block, interpret, block_v, bwd, res, do):
 _causal_padded.defvjp(_causal_padded_fwd, _causal_padded_bwd)
 
 
-def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
-                        slopes: jax.Array, causal: bool = True,
-                        block_size: int = 64,
-                        interpret: bool | None = None,
-                        block_v: int | None = None,
-                        bwd: str = "split") -> jax.Array:
-  """Lightning attention with Pallas kernels (differentiable).
+IMPLS = ("triton_serial", "triton_chunked", "mosaic", "reference")
 
-  Args:
-    q, k: [B, H, L, Dk]; v: [B, H, L, Dv]; slopes: [H] decay rates
-      (lambda_h = exp(-slopes[h])); any L (zero-padded to the block).
-    causal: causal decay mask, else symmetric decay lambda^|t - s|.
-    block_size: C, tokens per block (>= 16 and a power of two for the
-      compiled GPU kernel; any positive value in interpret mode).
-    interpret: None -> interpret on CPU, compiled elsewhere.
-    block_v: optional split of Dv across programs in the forward kernel
-      (more parallelism on GPU when B * H is small).
-    bwd: 'split' (dq, dk, dv as three causal / anti-causal passes of the
-      forward kernel, Dv-parallel) or 'fused' (one reverse kernel for dk, dv
-      sharing a single state; fewer reads, less parallel).
-  Returns:
-    [B, H, L, Dv] in v.dtype; the sum over keys is accumulated in float32.
+
+def default_impl(backend: str | None = None) -> str:
+  """Kernel picked by backend: gpu -> 'triton_serial', tpu -> 'mosaic', cpu -> 'triton_serial' (interpreted).
+
+  The GPU default stays the serial kernel (compiled and measured on an H100) until 'triton_chunked' is
+  measured there (docs/bench_attention.md).
   """
-  ref.check_qkv(q, k, v, slopes)
-  if block_size <= 0:
-    raise ValueError(f"block_size must be positive, got {block_size}")
-  if bwd not in BWD_IMPLS:
-    raise ValueError(f"unknown bwd {bwd!r}; expected one of {BWD_IMPLS}")
-  interpret = default_interpret(interpret)
+  backend = jax.default_backend() if backend is None else backend
+  return "mosaic" if backend == "tpu" else "triton_serial"
+
+
+def _lightning_serial(q, k, v, slopes, causal, block_size, interpret, block_v, bwd):
   length = q.shape[2]
 
   def causal_fn(q, k, v):
@@ -251,3 +242,65 @@ def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
   if causal:
     return causal_fn(q, k, v)
   return ref.bidirectional_from_causal(causal_fn, q, k, v).astype(v.dtype)
+
+
+def lightning_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                        slopes: jax.Array, causal: bool = True,
+                        block_size: int = 64,
+                        interpret: bool | None = None,
+                        block_v: int | None = None,
+                        bwd: str | None = None,
+                        impl: str | None = None,
+                        precision: str | None = None) -> jax.Array:
+  """Lightning attention, dispatched to a Pallas kernel by backend (differentiable).
+
+  Args:
+    q, k: [B, H, L, Dk]; v: [B, H, L, Dv]; slopes: [H] decay rates
+      (lambda_h = exp(-slopes[h])); any L (zero-padded to the block).
+    causal: causal decay mask, else symmetric decay lambda^|t - s|.
+    block_size: C, tokens per block (>= 16 and a power of two for the
+      compiled GPU kernels, a multiple of 8 (16 for bfloat16) for 'mosaic').
+    interpret: None -> interpret on CPU, compiled elsewhere ('mosaic' runs in
+      TPU interpret mode when interpreted).
+    block_v: 'triton_serial': split of Dv across programs in the forward
+      kernel; 'triton_chunked': Dv split of the prefix pass.
+    bwd: 'triton_serial' only: 'split' (default; dq, dk, dv as three causal /
+      anti-causal passes of the forward kernel, Dv-parallel) or 'fused' (one
+      reverse kernel for dk, dv sharing a single state; less parallel).
+    impl: None (`default_impl()`), 'triton_serial' (one program per (b, h[, Dv
+      block]) walking the sequence), 'triton_chunked' (two-pass, parallel over
+      blocks, bf16-capable; kernels/lightning_chunked.py), 'mosaic' (TPU;
+      kernels/tpu/lightning_attention.py) or 'reference' (jnp, no kernel).
+    precision: 'triton_chunked' with float32 inputs: 'ieee' (default) or 'tf32'.
+  Returns:
+    [B, H, L, Dv] in v.dtype; the sum over keys is accumulated in float32.
+  """
+  ref.check_qkv(q, k, v, slopes)
+  if block_size <= 0:
+    raise ValueError(f"block_size must be positive, got {block_size}")
+  impl = default_impl() if impl is None else impl
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; expected one of {IMPLS}")
+  if bwd is not None and impl != "triton_serial":
+    raise ValueError(f"bwd={bwd!r} applies to impl='triton_serial' only, not {impl!r}")
+  if block_v is not None and impl not in ("triton_serial", "triton_chunked"):
+    raise ValueError(f"block_v applies to the Triton kernels only, not impl={impl!r}")
+  if precision is not None and impl != "triton_chunked":
+    raise ValueError(f"precision applies to impl='triton_chunked' only, not {impl!r}")
+  if impl == "reference":
+    if interpret:
+      raise ValueError("impl='reference' is plain jnp: interpret=True has no effect")
+    return ref.lightning_attention_chunked(q, k, v, slopes, causal=causal, block_size=block_size)
+  interpret = default_interpret(interpret)
+  if impl == "mosaic":
+    return lightning_attention_tpu(q, k, v, slopes, causal=causal, block_size=block_size, interpret=interpret)
+  if impl == "triton_chunked":
+    return lightning_attention_chunked(q, k, v, slopes, causal=causal, block_size=block_size,
+                                       interpret=interpret, precision=precision, block_v=block_v)
+  bwd = "split" if bwd is None else bwd
+  if bwd not in BWD_IMPLS:
+    raise ValueError(f"unknown bwd {bwd!r}; expected one of {BWD_IMPLS}")
+  if not interpret and jax.default_backend() != "gpu":
+    raise ValueError(f"impl='triton_serial' compiles only on GPU; backend is {jax.default_backend()!r}: "
+                     "pass interpret=True")
+  return _lightning_serial(q, k, v, slopes, causal, block_size, interpret, block_v, bwd)

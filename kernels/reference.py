@@ -15,6 +15,9 @@ Functions:
   linear_attention_cumsum     prefix scan over kv outer products (O(L Dk Dv)
                               memory): the "naive cumsum" baseline.
   lightning_attention_chunked block (chunked) lightning attention in jnp.
+  lightning_attention_two_pass the same, parallel over blocks: block states,
+                              an associative scan over blocks, outputs
+                              (the scheme of kernels/lightning_chunked.py).
   linear_decode_step      one recurrent decode step (state update + output).
   softmax_decode_step     one softmax decode step over a KV cache.
 """
@@ -253,6 +256,55 @@ def lightning_attention_chunked(q: jax.Array, k: jax.Array, v: jax.Array,
     o = causal_fn(q, k, v)
   else:
     o = bidirectional_from_causal(causal_fn, q, k, v)
+  return o.astype(v.dtype)
+
+
+def _causal_two_pass(q, k, v, slopes, block_size):
+  """Causal lightning attention, parallel over blocks, on inputs padded to the block."""
+  b, h, length, _ = q.shape
+  c = block_size
+  n = length // c
+  s = slopes.astype(jnp.float32)
+  idx = jnp.arange(c, dtype=jnp.float32)
+  diff = idx[:, None] - idx[None, :]
+  m = jnp.where(diff[None] >= 0, jnp.exp(-s[:, None, None] * jnp.maximum(diff, 0.0)[None]), 0.0)
+  q_decay = jnp.exp(-s[:, None] * (idx[None] + 1.0))[:, None, :, None]      # [H, 1, C, 1]
+  k_decay = jnp.exp(-s[:, None] * (c - 1.0 - idx[None]))[:, None, :, None]
+  qb, kb, vb = (x.astype(jnp.float32).reshape(b, h, n, c, x.shape[-1]) for x in (q, k, v))
+  # 1. per-block states K_n = (lambda^(C-1-j) k)^T v, all blocks at once.
+  kv = jnp.einsum("bhncd,bhnce->bhnde", kb * k_decay, vb, precision=_HI)
+  # 2. state entering block n: S_n = sum_{m<n} lambda^(C(n-1-m)) K_m (exclusive associative scan).
+  a = jnp.broadcast_to(jnp.exp(-s * c)[None, :, None, None, None], (b, h, n, 1, 1))
+  _, incl = lax.associative_scan(lambda x, y: (x[0] * y[0], y[0] * x[1] + y[1]), (a, kv), axis=2)
+  states = jnp.concatenate([jnp.zeros_like(incl[:, :, :1]), incl[:, :, :-1]], axis=2)
+  # 3. outputs, all blocks at once.
+  scores = jnp.einsum("bhncd,bhnjd->bhncj", qb, kb, precision=_HI) * m[:, None]
+  o = jnp.einsum("bhncj,bhnje->bhnce", scores, vb, precision=_HI)
+  o += jnp.einsum("bhncd,bhnde->bhnce", qb * q_decay, states, precision=_HI)
+  return o.reshape(b, h, length, v.shape[-1])
+
+
+def lightning_attention_two_pass(q: jax.Array, k: jax.Array, v: jax.Array, slopes: jax.Array,
+                                 causal: bool = True, block_size: int = 64) -> jax.Array:
+  """Block lightning attention in jnp, parallel over blocks (no sequential loop).
+
+  Same result as `lightning_attention_chunked`; instead of a scan carrying the
+  state it computes every block's kv state, combines them with an associative
+  scan over the L/C blocks (log depth) and forms all outputs at once. Memory
+  O(L D + (L/C) Dk Dv). Any L (zero-padded to the block).
+
+  Args / returns: as `lightning_attention_chunked` ([B, H, L, Dv] in v.dtype).
+  """
+  check_qkv(q, k, v, slopes)
+  if block_size <= 0:
+    raise ValueError(f"block_size must be positive, got {block_size}")
+  length = q.shape[2]
+
+  def causal_fn(q, k, v):
+    qp, kp, vp = (pad_to_block(x, block_size) for x in (q, k, v))
+    return _causal_two_pass(qp, kp, vp, slopes, block_size)[:, :, :length]
+
+  o = causal_fn(q, k, v) if causal else bidirectional_from_causal(causal_fn, q, k, v)
   return o.astype(v.dtype)
 
 

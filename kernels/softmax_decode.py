@@ -1,10 +1,12 @@
 """Pallas softmax decode step over a KV cache (flash-decoding, split-k).
 
 Public function `softmax_decode(q, k_cache, v_cache, lengths, scale,
-block_k, k_splits, interpret)`, same semantics as
+block_k, k_splits, interpret, impl)`, same semantics as
 `kernels.reference.softmax_decode_step`: q [B, H, Dk], caches
 [B, H, Lmax, D] (our layout: heads before sequence), lengths int [B] valid
-entries per sequence (>= 1). Returns [B, H, Dv].
+entries per sequence (>= 1). Returns [B, H, Dv]. It dispatches by backend:
+impl 'triton' (this file's kernel; GPU, or interpret mode on CPU), 'mosaic'
+(kernels/tpu/softmax_decode.py; TPU, or TPU interpret mode) or 'reference'.
 
 Grid (B * H, k_splits): each program runs an online softmax over its slice
 of the cache in blocks of `block_k`, stopping at the sequence's length (no
@@ -30,8 +32,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
+from kernels.tpu.softmax_decode import softmax_decode as softmax_decode_tpu
 from kernels.lightning_attention import default_interpret
 
 _NEG = 0.7 * float(jnp.finfo(jnp.float32).min)
@@ -67,23 +71,42 @@ def _kernel(len_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, scale,
   l_ref[...] = jnp.full((1,), l, jnp.float32)
 
 
+IMPLS = ("triton", "mosaic", "reference")
+
+
 def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
                    lengths: jax.Array, scale: float | None = None,
                    block_k: int = 64, k_splits: int = 1,
-                   interpret: bool | None = None) -> jax.Array:
+                   interpret: bool | None = None,
+                   impl: str | None = None) -> jax.Array:
   """Softmax attention of one query token per sequence over a KV cache.
 
   Args:
     q: [B, H, Dk]; k_cache: [B, H, Lmax, Dk]; v_cache: [B, H, Lmax, Dv];
     lengths: int [B], valid cache entries (1 <= length <= Lmax);
     scale: logit scale, default 1 / sqrt(Dk);
-    block_k: cache rows per inner step; k_splits: programs per (b, h)
-      along the cache (Lmax must divide into k_splits * block_k pieces).
+    block_k: cache rows per inner step (per grid step for 'mosaic': a
+      multiple of 8, 16 for bfloat16); k_splits: 'triton' only, programs per
+      (b, h) along the cache (Lmax must divide into k_splits * block_k).
     interpret: None -> interpret on CPU, compiled elsewhere.
+    impl: None -> 'mosaic' on TPU, else 'triton'; or 'reference' (jnp).
   Returns:
     [B, H, Dv] in v_cache.dtype.
   """
   ref.check_decode_softmax(q, k_cache, v_cache, lengths)
+  impl = ("mosaic" if jax.default_backend() == "tpu" else "triton") if impl is None else impl
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; expected one of {IMPLS}")
+  if k_splits != 1 and impl != "triton":
+    raise ValueError(f"k_splits applies to impl='triton' only, not {impl!r}")
+  if impl == "reference":
+    if interpret:
+      raise ValueError("impl='reference' is plain jnp: interpret=True has no effect")
+    return ref.softmax_decode_step(q, k_cache, v_cache, lengths, scale=scale)
+  if impl == "mosaic":
+    return softmax_decode_tpu(q, k_cache, v_cache, lengths, scale=scale,
+                              block_k=block_k,
+                              interpret=default_interpret(interpret))
   b, h, lmax, dk = k_cache.shape
   dv = v_cache.shape[-1]
   if block_k <= 0 or k_splits <= 0:
@@ -112,6 +135,7 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
                  jax.ShapeDtypeStruct((n, k_splits, 1), jnp.float32),
                  jax.ShapeDtypeStruct((n, k_splits, 1), jnp.float32)],
       interpret=interpret,
+      compiler_params=plgpu.CompilerParams(),  # Triton (jax >= 0.10 defaults to Mosaic GPU)
       name="softmax_decode",
   )(jnp.repeat(lengths.astype(jnp.int32), h), q.reshape(n, dk),
     k_cache.reshape(n, lmax, dk), v_cache.reshape(n, lmax, dv))

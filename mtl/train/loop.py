@@ -181,14 +181,19 @@ def jit_train_step(exp: Experiment, step_fn: Callable | None = None) -> Callable
   """The step jitted with the state's shardings (state donated); traced under the activation sharding rules."""
   step_fn = step_fn or make_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key)
   batch_sh = sharding_lib.batch_sharding(exp.mesh)
-  jitted = jax.jit(step_fn, in_shardings=(exp.state_shardings, batch_sh),
-                   out_shardings=(exp.state_shardings, sharding_lib.replicated(exp.mesh)), donate_argnums=(0,))
+  return _under_activation_rules(exp, jax.jit(
+      step_fn, in_shardings=(exp.state_shardings, batch_sh),
+      out_shardings=(exp.state_shardings, sharding_lib.replicated(exp.mesh)), donate_argnums=(0,)))
+
+
+def _under_activation_rules(exp: Experiment, jitted: Callable) -> Callable:
+  """`jitted`, traced under the experiment's activation sharding rules when it has logical rules."""
   if not exp.logical_rules:
     return jitted
 
-  def run(state, batch):
+  def run(*args):
     with sharding_lib.activation_rules(exp.mesh, exp.logical_rules):
-      return jitted(state, batch)
+      return jitted(*args)
   return run
 
 
@@ -209,15 +214,10 @@ def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs:
   eval_step = make_eval_step(exp.model, exp.tasks, exp.info.input_key)
   batch_sh = sharding_lib.batch_sharding(exp.mesh)
   kwargs = model_kwargs or {}
-  jitted = jax.jit(lambda p, s, b: eval_step(p, s, b, **kwargs),
-                   in_shardings=(exp.state_shardings.params, exp.state_shardings.model_state, batch_sh),
-                   out_shardings=sharding_lib.replicated(exp.mesh))
-  if exp.logical_rules:
-    plain = jitted
-
-    def jitted(p, s, b):
-      with sharding_lib.activation_rules(exp.mesh, exp.logical_rules):
-        return plain(p, s, b)
+  jitted = _under_activation_rules(exp, jax.jit(
+      lambda p, s, b: eval_step(p, s, b, **kwargs),
+      in_shardings=(exp.state_shardings.params, exp.state_shardings.model_state, batch_sh),
+      out_shardings=sharding_lib.replicated(exp.mesh)))
 
   def batches() -> Iterator[dict]:
     for i, b in enumerate(loader):

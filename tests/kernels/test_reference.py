@@ -48,6 +48,19 @@ def test_chunked_causal_matches_quadratic(length, block):
   assert _rel(got, want) < 1e-5
 
 
+@pytest.mark.parametrize("causal,length,block", [(True, 37, 8), (False, 29, 8), (True, 5, 16), (True, 64, 4)])
+def test_two_pass_matches_quadratic(causal, length, block):
+  q, k, v = _qkv(length=length)
+  s = jnp.array([0.0, 0.3, 30.0])  # no decay, moderate, only the diagonal survives
+  want = ref.linear_attention_quadratic(q, k, v, s, causal=causal)
+  got = ref.lightning_attention_two_pass(q, k, v, s, causal=causal, block_size=block)
+  for h in range(3):
+    assert _rel(got[:, h], want[:, h]) < 1e-5
+  g = jax.grad(lambda q: jnp.sum(jnp.sin(ref.lightning_attention_two_pass(q, k, v, s, causal, block))))(q)
+  g2 = jax.grad(lambda q: jnp.sum(jnp.sin(ref.linear_attention_quadratic(q, k, v, s, causal))))(q)
+  assert _rel(g, g2) < 1e-4
+
+
 def test_chunked_noncausal_matches_quadratic():
   q, k, v = _qkv(length=29)
   s = ref.decay_slopes(3, base=4.0)

@@ -78,10 +78,10 @@ def _moe_config(impl, num_steps=3):
   return c
 
 
-def test_training_loop_with_sharded_experts_matches_single_device(tmp_path, monkeypatch):
+def test_training_loop_with_sharded_experts_matches_single_device(tmp_path):
   mesh = _mesh()
   parallel = _moe_config("expert_parallel")
-  parallel.sharding.rules = common.sharding_rules("expert")
+  common.apply_sharding_preset(parallel, "expert")
   exp = loop.build_experiment(parallel, mesh)
   w1 = exp.state.params["block0"]["moe"]["w1"]
   assert w1.sharding.spec[0] == "expert" and w1.addressable_shards[0].data.shape[0] == 2  # 8 experts / 4 devices

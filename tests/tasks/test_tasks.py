@@ -114,8 +114,8 @@ def test_lm_perplexity_ignores_padding():
 
 
 def test_task_spec_validation_and_selection():
-  with pytest.raises(ValueError, match="unknown kind"):
-    TaskSpec("a", "regression", 1)
+  with pytest.raises(ValueError, match="task 'a': unknown task kind 'no_such_kind'; known: .*classification"):
+    TaskSpec("a", "no_such_kind", 1)
   with pytest.raises(ValueError, match="num_outputs"):
     TaskSpec("a", "classification", 0)
   specs = (TaskSpec("left", "classification", 10), TaskSpec("right", "classification", 10))

@@ -12,7 +12,7 @@ from mtl.train import loop
 def test_fsdp_rules_shard_params_and_adam_moments(monkeypatch):
   config = synthetic_config(2)
   config.mesh = {"fsdp": -1}
-  config.sharding.rules = common.sharding_rules("fsdp")
+  common.apply_sharding_preset(config, "fsdp")
   exp = loop.build_experiment(config)
   flat = jax.tree_util.tree_flatten_with_path(exp.state)[0]
   checked = 0
@@ -21,10 +21,10 @@ def test_fsdp_rules_shard_params_and_adam_moments(monkeypatch):
     if not name.endswith("kernel"):
       continue
     spec = leaf.sharding.spec
-    divisible = [d for d, n in enumerate(leaf.shape) if n % 8 == 0]
-    if divisible:
-      largest = max(divisible, key=lambda d: leaf.shape[d])
-      assert spec[largest] == "fsdp", (name, leaf.shape, spec)
+    # Logical rules: the first named dimension (embed, then mlp) that divides by the 8 devices takes 'fsdp'.
+    named = [d for d in (len(leaf.shape) - 2, len(leaf.shape) - 1) if leaf.shape[d] % 8 == 0]
+    if named:
+      assert spec[named[0]] == "fsdp" and list(spec).count("fsdp") == 1, (name, leaf.shape, spec)
       assert len(leaf.addressable_shards[0].data.flatten()) == leaf.size // 8
       checked += 1
   kinds = {sharding.path_str(p).split("/")[0] for p, l in flat if any(s == "fsdp" for s in l.sharding.spec)}
@@ -44,7 +44,7 @@ def test_fsdp_training_matches_data_parallel(tmp_path, monkeypatch):
   dp = synthetic_config(3)
   fsdp = synthetic_config(3)
   fsdp.mesh = {"data": 2, "fsdp": 4}
-  fsdp.sharding.rules = common.sharding_rules("fsdp")
+  common.apply_sharding_preset(fsdp, "fsdp")
   a = loop.train_and_evaluate(dp, str(tmp_path / "dp"), progress=False)
   b = loop.train_and_evaluate(fsdp, str(tmp_path / "fsdp"), progress=False)
   for t in ("even", "odd"):
