@@ -1,16 +1,21 @@
 """The measured table behind the search: validation metrics and MACs of sampled width configurations."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from mtl import evaluate as evaluate_lib
 from mtl.control import search as search_lib, widths as widths_lib
 from mtl.control.macs import count_macs
+from mtl import data as data_lib
 from mtl.train import loop
+from mtl.train.step import task_losses_and_stats
 
 
 def measure_table(exp, state, configs, max_batches=None) -> list[search_lib.Measurement]:
@@ -32,25 +37,43 @@ def measure_all_configs(exp, state, max_batches=None) -> list[search_lib.Measure
   A task's output depends only on the encoder width and its own head width (each head reads the shared
   features alone), so evaluating the W * W uniform-head configurations (encoder e, every head at h) measures
   every (encoder width, head width) pair of every task at once; each configuration's metrics are assembled
-  from its pairs (exact: tests/control/test_table_and_baselines.py checks assembled against direct rows).
+  from its pairs (exact: tests/control/test_table_and_baselines.py checks assembled against direct rows). The
+  head widths are applied as hidden-unit masks (equal to slicing, tests/control/test_masked_heads.py), so there
+  is one compilation per encoder width, not per configuration.
   """
   names = [t.name for t in exp.tasks]
-  if not hasattr(exp.model, "heads") or sorted(exp.model.heads) != sorted(names):
-    raise ValueError(f"{type(exp.model).__name__} has no per-task heads; measure sampled configurations with "
-                     "measure_table instead")
+  if not hasattr(exp.model, "head_mask_tables") or sorted(exp.model.heads) != sorted(names):
+    raise ValueError(f"{type(exp.model).__name__} has no per-task maskable heads; measure sampled configurations "
+                     "with measure_table instead")
   widths = tuple(sorted(float(w) for w in exp.config.control.widths))
+  tables = {t: jnp.asarray(m) for t, m in exp.model.head_mask_tables(widths).items()}
+  cfg = exp.config
+  bs = cfg.get("eval_batch_size", cfg.batch_size)
+  split = cfg.dataset.get("eval_split", "validation")
   pairs = {}
-  for cfg in widths_lib.uniform_head_configs(widths, names):
-    metrics = loop.evaluate_split(exp, state, exp.config.dataset.get("eval_split", "validation"),
-                                  model_kwargs=cfg.apply_kwargs(), max_batches=max_batches)
-    main = evaluate_lib.main_metrics(metrics, exp.tasks)
-    for t in names:
-      pairs[(t, cfg.encoder, cfg.head_widths[t])] = float(main[t])
-    logging.info("%s: %s", cfg.key(), main)
+  for e in widths:
+    def stats(params, model_state, batch, masks, e=e):
+      outputs = exp.model.apply({"params": params, **model_state}, batch[exp.info.input_key], train=False,
+                                encoder_width=e, head_masks=masks)
+      return task_losses_and_stats(outputs, batch, exp.tasks)[1]
+    jitted = jax.jit(stats)
+    for i, h in enumerate(widths):
+      loader = data_lib.make_loader(cfg.dataset.name, split, batch_size=bs, seed=cfg.seed, shuffle=False,
+                                    num_epochs=1, drop_remainder=False, data_dir=cfg.dataset.get("data_dir") or None,
+                                    tasks=names)
+      masks = {t: tables[t][i] for t in names}
+      batches = itertools.islice(loader, max_batches)
+      metrics = evaluate_lib.evaluate_stats(
+          lambda b: jitted(state.params, state.model_state, {k: jnp.asarray(v) for k, v in b.items()}, masks),
+          batches, bs, exp.tasks)
+      main = evaluate_lib.main_metrics(metrics, exp.tasks)
+      for t in names:
+        pairs[(t, e, h)] = float(main[t])
+      logging.info("enc=%g heads=%g: %s", e, h, main)
   shape = tuple(exp.info.input_shape)
-  return [search_lib.Measurement(cfg, int(count_macs(exp.model, cfg, shape)["total"]),
-                                 {t: pairs[(t, cfg.encoder, w)] for t, w in cfg.heads})
-          for cfg in widths_lib.all_configs(widths, names)]
+  return [search_lib.Measurement(c, int(count_macs(exp.model, c, shape)["total"]),
+                                 {t: pairs[(t, c.encoder, w)] for t, w in c.heads})
+          for c in widths_lib.all_configs(widths, names)]
 
 
 TABLE_FILE = "control_table.json"
