@@ -21,6 +21,7 @@ from mtl import evaluate as evaluate_lib
 from mtl import sharding as sharding_lib
 from mtl import tasks as tasks_lib
 from mtl.models.multitask import build_model
+from mtl.nn import partitioning
 from mtl.optim import get_method
 from mtl.tasks.base import TaskSpec, select_tasks
 from mtl.train import checkpoint as ckpt_lib
@@ -88,9 +89,10 @@ def train_step_name(config: ml_collections.ConfigDict) -> str:
 
 def init_state_fn(model: nn.Module, tx, method, input_shape: tuple[int, ...], seed: int,
                   model_kwargs: dict | None = None) -> Callable[[], TrainState]:
-  """`init() -> TrainState` for a model taking inputs [B, *input_shape]; parameters (and, through `tx.init`,
-  their optimizer moments) stay boxed in `nn.Partitioned` with their logical axis names (unbox with
-  `nn.meta.unbox`). Trace it with `jax.eval_shape` to plan shardings without allocating anything."""
+  """`init() -> TrainState` for a model taking inputs [B, *input_shape]. Traced under
+  `partitioning.annotate_axes()`, parameters (and, through `tx.init`, their optimizer moments) come boxed in
+  `nn.Partitioned` with their logical axis names (unbox with `nn.meta.unbox`): `init_sharded_state` traces it
+  with `jax.eval_shape` that way to plan shardings without allocating anything."""
   def init() -> TrainState:
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(seed))
     dummy = jnp.zeros((1,) + tuple(input_shape), jnp.float32)
@@ -115,7 +117,8 @@ def init_sharded_state(init: Callable[[], TrainState], mesh: jax.sharding.Mesh, 
                        ) -> tuple[TrainState, Any]:
   """(state, shardings): the state initialised directly into its shards (born sharded; nothing is gathered
   on one device), with shardings planned from the abstract state (mtl.sharding.state_shardings)."""
-  abstract = jax.eval_shape(init)
+  with partitioning.annotate_axes():
+    abstract = jax.eval_shape(init)
   shardings = sharding_lib.state_shardings(abstract, mesh, logical_rules, rules)
   state = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=shardings)()
   return state, shardings

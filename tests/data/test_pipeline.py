@@ -27,7 +27,7 @@ def test_get_info_names_and_unknown(built, tmp_path):
   assert info.input_shape == (36, 36, 1) and [t.name for t in info.tasks] == ["left", "right"]
   assert info.splits == {"train": 54000, "validation": 6000, "test": 10000}  # real sizes when not built
   assert data.get_info("multifashion", built).splits == {"train": 54, "validation": 6, "test": 24}
-  with pytest.raises(ValueError, match="known datasets.*multifashion"):
+  with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: .*multifashion"):
     data.get_info("mnist")
 
 

@@ -70,8 +70,12 @@ def test_build_head():
   assert isinstance(d, heads.DenseHead) and d.out_hw == (8, 8)
   with pytest.raises(ValueError, match="out_hw"):
     heads.build_head(TaskSpec("d", "depth", 1), cfg)
-  with pytest.raises(ValueError, match="no head for kind"):
+  with pytest.raises(ValueError, match="kind 'lm' declares no HEAD and config.model.head.name is not set"):
     heads.build_head(TaskSpec("l", "lm", 100), cfg)
+  with pytest.raises(ValueError, match="unknown head 'conv_head'; known: classification, dense"):
+    heads.build_head(TaskSpec("s", "semseg", 4), ml_collections.ConfigDict({"name": "conv_head"}), out_hw=(8, 8))
+  named = heads.build_head(TaskSpec("s", "semseg", 4), ml_collections.ConfigDict({"name": "classification"}))
+  assert isinstance(named, heads.ClassificationHead)  # config.model.head.name overrides the kind's HEAD
 
 
 @pytest.mark.parametrize("hw_in,hw_out", [((3, 4), (9, 10)), ((4, 4), (4, 4)), ((2, 5), (7, 5))])
