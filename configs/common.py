@@ -27,7 +27,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.head = ml_collections.ConfigDict()
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"
+  c.optimizer.name = "adamw"  # decoupled weight decay; fields an optimizer ignores are errors
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 0
   c.optimizer.schedule = "cosine"

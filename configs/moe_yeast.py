@@ -15,7 +15,7 @@ from configs import yeast
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, tasks=(), variant="moe", dim=128, depth=2, moe_every=-1, num_experts=8, top_k=2,
                           capacity_factor=1.25, router="topk", impl="ragged", te_experts=8, te_hidden=64, groups=0,
-                          expert_devices=0)
+                          expert_devices=0, heads=0)
   c = yeast.get_config("+".join(args.tasks))
   c.model = common.base_config().model
   c.model.name = "taskexpert"
@@ -35,5 +35,9 @@ def get_config(arg: str | None = None):
   c.model.te_experts = args.te_experts
   c.model.te_hidden = args.te_hidden
   c.model.moe_groups = args.groups  # 0: one routing group per device of the token split
+  if args.heads:  # MH-MoE: expert hidden shrunk so the layer costs the MoEMLP's MACs (mtl/nn/mh_moe.py)
+    from mtl.nn.mh_moe import equal_macs_hidden
+    c.model.moe_heads = args.heads
+    c.model.moe_hidden = equal_macs_hidden(c.model.dim, int(c.model.dim * c.model.mlp_ratio), c.model.top_k)
   common.apply_expert_devices(c, args.expert_devices)
   return c

@@ -1,4 +1,4 @@
-"""Decoder-only language model (TransNormer blocks, softmax or lightning mixer), multi-task by prefix token.
+"""Decoder-only language model (TransNormer / Hybrid blocks, several token mixers), multi-task by prefix token.
 
 `DecoderLM(vocab_size, dim, depth, num_heads, ...)`: tokens int [B, L] ->
 {task: logits [B, L, V]} (one shared decoder; every task reads the same logits;
@@ -22,10 +22,16 @@ Decoding (all per-row positions, so rows can be at different lengths):
 Width slicing (S2D nested draft models): `slim(width)` is the same network with
 dim, heads and GLU width scaled by `width` (head_dim fixed) and
 `slice_params(params, model, width)` takes the leading block of every weight.
-`__call__(..., width=w)` trains that sub-model with shared weights. (Lightning
-decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head count, so a
-slim lightning draft decays its heads faster than the same heads of the full
-model: TransNormerBlock does not take a decay base to keep them equal.)
+`__call__(..., width=w)` trains that sub-model with shared weights. (Default
+lightning decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head
+count, so a slim lightning draft decays its heads faster than the same heads of
+the full model; with explicit `decay_slopes` the draft keeps the leading heads'
+slopes.)
+Mixers: 'softmax' (RoPE and/or learned positions), 'lightning' (per-head
+decay_slopes), 'linear' (feature-map linear attention, Based's Taylor map) and
+'conv' (a gated short convolution alone); `short_conv=K` puts a gated kernel-K
+short convolution before every block's mixer (Zoology's Hybrid). linear, conv
+and short_conv use mtl/nn/hybrid_block.py.
 """
 from __future__ import annotations
 
@@ -37,10 +43,14 @@ import jax
 import jax.numpy as jnp
 
 from mtl.models.registry import MODELS
+from mtl.nn.hybrid_block import HybridBlock
 from mtl.nn.lightning import SRMSNorm, TransNormerBlock
 
 Cache = list[dict[str, jax.Array]]
-MIXERS = ("softmax", "lightning")
+# softmax / lightning: TransNormerBlock (unless short_conv > 0); linear (feature-map linear attention) and conv
+# (the gated short convolution alone): HybridBlock (mtl/nn/hybrid_block.py).
+MIXERS = ("softmax", "lightning", "linear", "conv")
+_NEG = -1e30
 
 
 def _scaled(full: int, width: float, divisor: int = 1) -> int:
@@ -59,7 +69,14 @@ class DecoderLM(nn.Module):
     tasks: task names of the output dict.
     hidden_dim: GLU width override (used by `slim`).
     rope: rotary position embedding in softmax mixers (lightning mixers use
-      LRPE and decay). Without it a softmax LM has no position information.
+      LRPE and decay). Without it (and without learned_positions or a short
+      convolution) a softmax LM has no position information.
+    learned_positions: size P of a learned absolute position table added to
+      the token embedding (0 = none); sequences must be at most P long.
+    short_conv: kernel size of a gated short convolution before every block's
+      mixer (Zoology's Hybrid; 0 = none); mixer 'conv' is that convolution
+      alone. feature_dim, feature_map: q/k width per head and feature map of
+      mixer 'linear'. decay_slopes: lightning per-head slopes (one per head).
     num_kv_heads: softmax mixer: KV heads (divides num_heads; None = num_heads, 1 = MQA).
     kv_share: softmax mixer: adjacent layers sharing one K/V (1: none, 2: CLA2, ...).
   """
@@ -75,6 +92,11 @@ class DecoderLM(nn.Module):
   hidden_dim: int | None = None
   dtype: Any = jnp.float32
   rope: bool = True
+  learned_positions: int = 0
+  short_conv: int = 0
+  feature_dim: int = 16
+  feature_map: str = "taylor_exp"
+  decay_slopes: tuple[float, ...] | None = None
   num_kv_heads: int | None = None
   kv_share: int = 1
 
@@ -96,18 +118,40 @@ class DecoderLM(nn.Module):
       raise ValueError(f"num_kv_heads {self.num_kv_heads} must be positive and divide num_heads {self.num_heads}")
     hidden = self.hidden_dim or int(self.dim * self.mlp_ratio)
     self.embed = nn.Embed(self.vocab_size, self.dim, dtype=self.dtype, name="embed")
-    extra = {} if self.mixer != "softmax" else {"num_kv_heads": self.num_kv_heads}
-    self.blocks = [
-        TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
-                         causal=True, mixer=self.mixer, impl=self.impl,
-                         block_size=self.block_size, dtype=self.dtype,
-                         softmax_rope=self.rope, softmax_project_kv=self.projects_kv(i),
-                         name=f"block{i}", **extra)
-        for i in range(self.depth)]
+    if self.learned_positions < 0:
+      raise ValueError(f"DecoderLM.learned_positions must be >= 0, got {self.learned_positions}")
+    if self.learned_positions:
+      self.pos_embed = nn.Embed(self.learned_positions, self.dim, dtype=self.dtype, name="pos_embed")
+    if self.mixer == "conv" and not self.short_conv:
+      raise ValueError("mixer 'conv' needs short_conv (its kernel size) > 0")
+    if self.uses_hybrid_blocks and (self.num_kv_heads is not None or self.kv_share != 1):
+      raise ValueError("num_kv_heads / kv_share are not supported with short_conv or the 'linear' / 'conv' "
+                       "mixers (HybridBlock); use the softmax mixer without short_conv")
+    if self.uses_hybrid_blocks:
+      self.blocks = [
+          HybridBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
+                      mixer="none" if self.mixer == "conv" else self.mixer, short_conv=self.short_conv,
+                      impl=self.impl, block_size=self.block_size, rope=self.rope, feature_dim=self.feature_dim,
+                      feature_map=self.feature_map, decay_slopes=self.decay_slopes, dtype=self.dtype,
+                      name=f"block{i}")
+          for i in range(self.depth)]
+    else:
+      extra = {} if self.mixer != "softmax" else {"num_kv_heads": self.num_kv_heads}
+      self.blocks = [
+          TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
+                           causal=True, mixer=self.mixer, impl=self.impl,
+                           block_size=self.block_size, dtype=self.dtype,
+                           softmax_rope=self.rope, decay_slopes=self.decay_slopes,
+                           softmax_project_kv=self.projects_kv(i), name=f"block{i}", **extra)
+          for i in range(self.depth)]
     self.norm = SRMSNorm()
     self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
 
   # --- properties -----------------------------------------------------------
+  @property
+  def uses_hybrid_blocks(self) -> bool:
+    return self.mixer in ("linear", "conv") or self.short_conv > 0
+
   @property
   def head_dim(self) -> int:
     return self.dim // self.num_heads
@@ -138,7 +182,10 @@ class DecoderLM(nn.Module):
         mlp_ratio=self.mlp_ratio, mixer=self.mixer, impl=self.impl,
         block_size=self.block_size, tasks=tuple(self.tasks),
         hidden_dim=_scaled(self.glu_hidden, width), dtype=self.dtype,
-        rope=self.rope, num_kv_heads=kv_heads, kv_share=self.kv_share, parent=None)
+        rope=self.rope, learned_positions=self.learned_positions, short_conv=self.short_conv,
+        feature_dim=self.feature_dim, feature_map=self.feature_map,
+        decay_slopes=None if self.decay_slopes is None else tuple(self.decay_slopes)[:heads],
+        num_kv_heads=kv_heads, kv_share=self.kv_share, parent=None)
 
   # --- forward ----------------------------------------------------------------
   def _tokens(self, tokens):
@@ -149,18 +196,35 @@ class DecoderLM(nn.Module):
   def _logits(self, x):
     return self.head(self.norm(x)).astype(jnp.float32)
 
-  def logits(self, tokens: jax.Array) -> jax.Array:
-    """tokens int [B, L] -> logits float32 [B, L, V] (full causal forward)."""
-    x = self.embed(self._tokens(tokens))
+  def _embed(self, tokens, positions):
+    """Token (+ learned position) embedding: tokens [...], positions int [...] (same shape) -> [..., D]."""
+    x = self.embed(tokens)
+    if self.learned_positions:
+      x = x + self.pos_embed(jnp.minimum(positions, self.learned_positions - 1))
+    return x
+
+  def logits(self, tokens: jax.Array, index: jax.Array | None = None) -> jax.Array:
+    """tokens int [B, L] -> logits float32 [B, L, V] (full causal forward).
+
+    index int [B, K]: only the logits at those positions, [B, K, V] (saves the head's cost when few positions
+    carry targets, e.g. MQAR queries).
+    """
+    tokens = self._tokens(tokens)
+    length = tokens.shape[1]
+    if self.learned_positions and length > self.learned_positions:
+      raise ValueError(f"sequence length {length} exceeds learned_positions {self.learned_positions}")
+    x = self._embed(tokens, jnp.arange(length)[None])
     kv = None
     for i, blk in enumerate(self.blocks):
-      if self.mixer == "softmax":
+      if self.mixer == "softmax" and not self.uses_hybrid_blocks:
         # The block's own residual structure, with K/V handed from producing to consuming layers (CLA).
         y, kv = blk.token_mixer(blk.norm(x), kv=None if self.projects_kv(i) else kv, return_kv=True)
         x = x + y
         x = x + blk.glu(blk.norm(x))
       else:
         x = blk(x)
+    if index is not None:
+      x = jnp.take_along_axis(x, index[..., None].astype(jnp.int32), axis=1)
     return self._logits(x)
 
   def __call__(self, tokens: jax.Array, *, train: bool = False,
@@ -192,10 +256,10 @@ class DecoderLM(nn.Module):
     self._check_cache(cache)
     if token.ndim != 1:
       raise ValueError(f"step expects token [B], got {token.shape}")
-    x = self.embed(token.astype(jnp.int32))
+    x = self._embed(token.astype(jnp.int32), _cache_positions(cache[0]))
     new, shared = [], None
     for i, (blk, st) in enumerate(zip(self.blocks, cache)):
-      if self.mixer == "softmax" and not self.projects_kv(i):
+      if self.mixer == "softmax" and not self.uses_hybrid_blocks and not self.projects_kv(i):
         x, _ = blk.step(x, shared)   # CLA consumer: reads the cache its producer just updated
       else:
         x, st = blk.step(x, st)
@@ -207,10 +271,14 @@ class DecoderLM(nn.Module):
     """Prompt tokens [B, L] into an empty cache -> (logits [B, L, V], cache)."""
     self._check_cache(cache)
     tokens = self._tokens(tokens)
-    x = self.embed(tokens)
     b, length = tokens.shape
+    x = self._embed(tokens, jnp.arange(length)[None])
     new, shared = [], None
     for i, (blk, st) in enumerate(zip(self.blocks, cache)):
+      if isinstance(blk, HybridBlock):
+        x, st = blk.prefill(x, st)
+        new.append(st)
+        continue
       mixer = blk.token_mixer
       h = blk.norm(x)
       if self.mixer == "softmax" and not self.projects_kv(i):
@@ -240,11 +308,15 @@ class DecoderLM(nn.Module):
     """
     self._check_cache(cache)
     tokens = self._tokens(tokens)
-    x = self.embed(tokens)
     c = tokens.shape[1]
+    x = self._embed(tokens, _cache_positions(cache[0])[:, None] + jnp.arange(c)[None])
     causal = jnp.tril(jnp.ones((c, c), bool))
     pending, shared, shared_kv = [], None, None
     for layer, (blk, st) in enumerate(zip(self.blocks, cache)):
+      if isinstance(blk, HybridBlock):
+        x, pd = blk.extend(x, st)
+        pending.append(pd)
+        continue
       mixer = blk.token_mixer
       h = blk.norm(x)
       if self.mixer == "softmax" and not self.projects_kv(layer):
@@ -278,7 +350,9 @@ class DecoderLM(nn.Module):
     self._check_cache(cache)
     new = []
     for blk, st, pd in zip(self.blocks, cache, pending):
-      if self.mixer == "softmax" and not pd:
+      if isinstance(blk, HybridBlock):
+        new.append(HybridBlock.commit(st, pd, n))
+      elif self.mixer == "softmax" and not pd:
         new.append(st)                     # CLA consumer: no cache of its own
       elif self.mixer == "softmax":
         def write(buf, chunk, start):
@@ -301,6 +375,11 @@ class DecoderLM(nn.Module):
     return new
 
 
+def _cache_positions(layer_state: dict[str, jax.Array]) -> jax.Array:
+  """Tokens already in a layer's decode state, int [B] (softmax cache 'length', lightning/hybrid 'pos')."""
+  return layer_state["pos"] if "pos" in layer_state else layer_state["length"]
+
+
 @MODELS.register("lm")
 def build_lm(model_cfg, tasks, input_shape: tuple[int, ...], mesh=None) -> DecoderLM:
   """DecoderLM from `config.model.lm` (its attributes as keys), one task-prefix per task."""
@@ -319,11 +398,17 @@ def slice_params(params: Any, model: DecoderLM, width: float) -> Any:
   def cut(path, x):
     names = [getattr(p, "key", str(p)) for p in path]
     leaf, parent = names[-1], names[-2] if len(names) > 1 else ""
-    if parent == "embed":
+    if parent in ("embed", "pos_embed"):
       return x[:, :dw]
+    if parent == "conv":                   # short conv kernel [K, D], bias [D]
+      return x[..., :dw]
+    if parent == "proj":                   # short conv gate kernel [D, D], bias [D]
+      return x[:dw, :dw] if leaf == "kernel" else x[:dw]
+    if parent == "v":                      # linear attention kernel [D, H, Dh], bias [H, Dh]
+      return x[:dw, :hw] if leaf == "kernel" else x[:hw]
     if parent == "head":
       return x[:dw] if leaf == "kernel" else x
-    if parent in ("qkv", "qkvu"):          # kernel [D, n, H, Dh], bias [n, H, Dh]
+    if parent in ("qkv", "qkvu", "qk"):          # kernel [D, n, H, Dh], bias [n, H, Dh]
       return x[:dw, :, :hw] if leaf == "kernel" else x[:, :hw]
     if parent == "q":                      # GQA query: kernel [D, H, Dh], bias [H, Dh]
       return x[:dw, :hw] if leaf == "kernel" else x[:hw]

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from mtl.models.heads import head_name
 from mtl.models.registry import MODELS
 from mtl.nn.expert_parallel import token_group_devices
+from mtl.nn.mh_moe import MultiHeadMoE
 from mtl.nn.moe import IMPLS, ROUTERS, MoEMLP
 from mtl.tasks.base import TaskSpec
 
@@ -98,7 +99,8 @@ class _Block(nn.Module):
     if self.moe is None:
       y = nn.Dense(self.dim, name="mlp_out")(nn.gelu(nn.Dense(self.mlp_dim, name="mlp_in")(y)))
     else:
-      y = MoEMLP(hidden_dim=self.mlp_dim, name="moe", **self.moe)(y, task_id=task_id, train=train)
+      layer = MultiHeadMoE if "num_heads" in self.moe else MoEMLP
+      y = layer(hidden_dim=self.mlp_dim, name="moe", **self.moe)(y, task_id=task_id, train=train)
     return x + y
 
 
@@ -151,6 +153,8 @@ class TaskExpertModel(nn.Module):
     num_experts, top_k, capacity_factor, eval_capacity_factor, router, moe_impl, aux_loss_coef, z_loss_coef:
       MoEMLP settings (router 'task' gives each task its own router and backbone pass).
     te_experts, te_hidden: TaskExpert expert networks per layer and their hidden width.
+    moe_heads: > 1 makes the MoE MLPs Multi-Head MoE layers (mtl/nn/mh_moe.py) with that many sub-tokens.
+    moe_hidden: expert hidden width of the MoE MLPs (0: dim * mlp_ratio, as the dense MLPs).
     moe_groups: routing groups per MoE layer (routing and capacity are per group); 0 = automatic: one per
       device the tokens are split over for moe_impl='expert_parallel', else 1.
     mesh: the device mesh, needed by moe_impl='expert_parallel' (set by `build_taskexpert(..., mesh=)`, not
@@ -176,6 +180,8 @@ class TaskExpertModel(nn.Module):
   te_experts: int = 8
   te_hidden: int = 32
   moe_groups: int = 0
+  moe_heads: int = 1
+  moe_hidden: int = 0
   mesh: Mesh | None = None
 
   def _validate(self):
@@ -192,6 +198,9 @@ class TaskExpertModel(nn.Module):
     if self.router not in ROUTERS or self.moe_impl not in IMPLS:
       raise ValueError(f"TaskExpertModel: router {self.router!r} / moe_impl {self.moe_impl!r} unknown; "
                        f"expected {ROUTERS} / {IMPLS}")
+    if self.moe_heads < 1 or self.moe_hidden < 0 or self.dim % self.moe_heads:
+      raise ValueError(f"TaskExpertModel: need moe_heads >= 1 dividing dim and moe_hidden >= 0, got "
+                       f"moe_heads={self.moe_heads}, moe_hidden={self.moe_hidden}, dim={self.dim}")
     if self.moe_groups < 0:
       raise ValueError(f"TaskExpertModel: moe_groups must be >= 0 (0 = automatic), got {self.moe_groups}")
     if self.moe_impl == "expert_parallel" and self.moe_every > 0 and self.mesh is None:
@@ -225,9 +234,11 @@ class TaskExpertModel(nn.Module):
     moe_cfg = dict(num_experts=self.num_experts, top_k=self.top_k, capacity_factor=self.capacity_factor,
                    eval_capacity_factor=self.eval_capacity_factor, router=self.router,
                    num_tasks=len(self.task_names), impl=self.moe_impl, aux_loss_coef=self.aux_loss_coef,
-                   z_loss_coef=self.z_loss_coef, num_groups=self._num_groups(), mesh=self.mesh)
+                   z_loss_coef=self.z_loss_coef, num_groups=self._num_groups(), mesh=self.mesh,
+                   **({"num_heads": self.moe_heads} if self.moe_heads > 1 else {}))
     tokens, grid = _Stem(self.patch_size, self.dim, name="stem")(x)
-    blocks = [_Block(self.dim, self.num_heads, int(self.dim * self.mlp_ratio),
+    mlp_dim, moe_dim = int(self.dim * self.mlp_ratio), self.moe_hidden or int(self.dim * self.mlp_ratio)
+    blocks = [_Block(self.dim, self.num_heads, moe_dim if self._is_moe(i) else mlp_dim,
                      moe=moe_cfg if self._is_moe(i) else None, name=f"block{i}") for i in range(self.depth)]
     per_task = self.router == "task" and self.moe_every > 0
     passes = task_idx if per_task else [None]  # backbone passes: one per task with task routers
