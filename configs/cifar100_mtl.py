@@ -1,9 +1,16 @@
 """CIFAR100-MTL: 20 tasks (one per CIFAR-100 superclass, a 5-way choice among its classes); every image is
 labelled for its own superclass's task only (per-sample task masks). Conv encoder + classification heads.
 
-The images come from the upstream cifar-100-binary files, which the user downloads once (no network at run
-time): point $MTL_CIFAR100_DIR at the folder with train.bin and test.bin, or put it at
-<data_dir>/downloads/manual/cifar-100-binary (see mtl/data/sources.py).
+The images come from the upstream CIFAR-100 files, which the user downloads once (no network at run time): the
+binary archive (cifar-100-binary/{train,test}.bin) or the python-pickle one (cifar-100-python/{train,test,meta}),
+found from one setting: $MTL_CIFAR100_DIR, or <data_dir>/downloads/manual/ holding either folder (data_dir from
+--config.dataset.data_dir or $MTL_DATA_DIR; see mtl/data/sources.py).
+
+Task split (the routing-networks CIFAR-MTL protocol of Rosenbaum et al. 2018, used by the controllable-MTL paper):
+task t = superclass t (CIFAR-100 coarse label order, e.g. 0 aquatic_mammals ... 19 vehicles_2), a 5-way choice among
+its 5 fine classes (label = rank of the fine id among them); each image belongs to exactly one task. Train = first
+45,000 training images (about 2,250 per task), validation = last 5,000, test = the 10,000 test images (500 per
+task). Difference: the protocol trains on all 50,000 (2,500 per task); here 10% is held out for validation.
 
   python -m experiments.train --config configs/cifar100_mtl.py --workdir workdirs/c100_w1
 Defaults: 10000 steps, batch 128, Adam lr 2e-3 (cosine, 200 warmup steps), weight decay 5e-4; args: tasks,
@@ -34,6 +41,7 @@ def get_config(arg: str | None = None):
   c.checkpoint.every_steps = min(2000, c.num_steps)
   c.optimizer.learning_rate = args.lr
   c.optimizer.warmup_steps = min(200, c.num_steps // 10)
+  c.optimizer.name = "adamw"
   c.optimizer.weight_decay = 5e-4
   width = args.width
   if not 0.0 < width <= 1.0:

@@ -1,11 +1,11 @@
-r"""Recall of a trained MQAR checkpoint by query order, against the elimination shortcut.
+r"""Recall of a trained MQAR checkpoint by query order, against the shortcut level.
 
   python -m experiments.mqar_probe --workdir /tmp/runs/mqar_softmax [--num_sequences 512]
 
 Greedy predictions of the checkpoint on fresh MQAR sequences (the run's dataset name gives L, K, V); prints
-recall of the 1st..K-th query of each sequence next to `mtl.data.text.mqar.elimination_recall(K)`, the recall
-of guessing among the context values not yet queried. A model that has learnt associative recall is flat near
-1; one at the shortcut rises from 1/K to 1.
+recall of the 1st..K-th query of each sequence next to `mtl.data.text.mqar.shortcut_recall(K, fmt)`: in the
+legacy format the recall of guessing among the context values not yet queried (rises from 1/K to 1), in
+Zoology's format 1/K. A model that has learnt associative recall is flat near 1.
 """
 from __future__ import annotations
 
@@ -21,16 +21,17 @@ from mtl.train import loop
 
 def probe(workdir: str, num_sequences: int = 512, seed: int = 987654) -> dict:
   exp, state, step = loop.restore_experiment(workdir)
-  args = text_datasets._mqar_args(exp.config.dataset.name)  # pylint: disable=protected-access
-  if args is None:
+  spec = text_datasets.mqar_spec(exp.config.dataset.name)
+  if spec is None:
     raise ValueError(f"run {workdir!r} was not trained on MQAR (dataset {exp.config.dataset.name!r})")
-  seq_len, num_kv, vocab = args
-  tokens, targets = mqar.batch(seed, 0, num_sequences, seq_len, num_kv, vocab)
+  num_kv = spec.num_kv
+  tokens, targets = mqar.batch(seed, 0, num_sequences, spec.seq_len, num_kv, spec.vocab_size, fmt=spec.fmt)
   logits = next(iter(exp.model.apply({"params": state.params}, jnp.asarray(tokens)).values()))
   pred = np.asarray(jnp.argmax(logits, -1))
   by_order = mqar.recall_by_query_order(targets, pred, num_kv)
   return {"workdir": workdir, "step": int(step), "recall": float(np.mean(by_order)),
-          "recall_by_query_order": by_order.tolist(), "elimination_recall": mqar.elimination_recall(num_kv).tolist()}
+          "recall_by_query_order": by_order.tolist(), "format": spec.fmt,
+          "shortcut_recall": mqar.shortcut_recall(num_kv, spec.fmt).tolist()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
   print(f"{out['workdir']} step {out['step']}: recall {out['recall']:.3f}")
   print("query order          " + " ".join(f"{j + 1:>6d}" for j in range(len(out["recall_by_query_order"]))))
   print("recall               " + " ".join(f"{r:6.3f}" for r in out["recall_by_query_order"]))
-  print("elimination shortcut " + " ".join(f"{r:6.3f}" for r in out["elimination_recall"]))
+  print("shortcut level       " + " ".join(f"{r:6.3f}" for r in out["shortcut_recall"]))
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=1)

@@ -340,12 +340,14 @@ def check_decode_linear(q, k, v, state, slopes) -> None:
 
 
 def check_decode_softmax(q, k_cache, v_cache, lengths) -> None:
-  """Raises ValueError on bad softmax-decode shapes."""
+  """Raises ValueError on bad softmax-decode shapes (q heads a multiple of the cache's KV heads)."""
   if q.ndim != 3 or k_cache.ndim != 4 or v_cache.ndim != 4:
-    raise ValueError(f"q must be [B, H, D], caches [B, H, Lmax, D]; got "
+    raise ValueError(f"q must be [B, H, D], caches [B, Hkv, Lmax, D]; got "
                      f"{q.shape}, {k_cache.shape}, {v_cache.shape}")
-  if k_cache.shape[:2] != q.shape[:2] or k_cache.shape[-1] != q.shape[-1]:
-    raise ValueError(f"k_cache {k_cache.shape} does not match q {q.shape}")
+  if (k_cache.shape[0] != q.shape[0] or q.shape[1] % k_cache.shape[1]
+      or k_cache.shape[-1] != q.shape[-1]):
+    raise ValueError(f"k_cache {k_cache.shape} does not match q {q.shape} "
+                     f"(needs the same B and Dk, and H a multiple of Hkv)")
   if v_cache.shape[:3] != k_cache.shape[:3]:
     raise ValueError(f"v_cache {v_cache.shape} does not match k_cache "
                      f"{k_cache.shape}")
@@ -359,7 +361,9 @@ def softmax_decode_step(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
   """Softmax attention of one query token over a KV cache.
 
   Args:
-    q: [B, H, Dk]; k_cache: [B, H, Lmax, Dk]; v_cache: [B, H, Lmax, Dv];
+    q: [B, H, Dk]; k_cache: [B, Hkv, Lmax, Dk]; v_cache: [B, Hkv, Lmax, Dv]
+      (H a multiple of Hkv: query head h reads KV head h // (H / Hkv); Hkv = H
+      is multi-head attention);
     lengths: int [B], number of valid cache entries (positions >= length
       are ignored; length must be >= 1).
   Returns:
@@ -367,10 +371,14 @@ def softmax_decode_step(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
   """
   check_decode_softmax(q, k_cache, v_cache, lengths)
   scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-  s = jnp.einsum("bhd,bhld->bhl", q, k_cache, precision=_HI).astype(
+  b, h, dk = q.shape
+  hkv = k_cache.shape[1]
+  qg = q.reshape(b, hkv, h // hkv, dk)
+  s = jnp.einsum("bhgd,bhld->bhgl", qg, k_cache, precision=_HI).astype(
       jnp.float32) * scale
-  valid = jnp.arange(k_cache.shape[2])[None, None] < lengths[:, None, None]
+  valid = jnp.arange(k_cache.shape[2])[None, None, None] < lengths[:, None, None, None]
   s = jnp.where(valid, s, -jnp.inf)
   p = jax.nn.softmax(s, axis=-1)
-  return jnp.einsum("bhl,bhld->bhd", p.astype(v_cache.dtype), v_cache,
-                    precision=_HI)
+  o = jnp.einsum("bhgl,bhld->bhgd", p.astype(v_cache.dtype), v_cache,
+                 precision=_HI)
+  return o.reshape(b, h, v_cache.shape[-1])

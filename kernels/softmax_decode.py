@@ -35,6 +35,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
+from kernels.gqa_decode import gqa_decode
 from kernels.tpu.softmax_decode import softmax_decode as softmax_decode_tpu
 from kernels.lightning_attention import default_interpret
 
@@ -92,6 +93,9 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
     impl: None -> 'mosaic' on TPU, else 'triton'; or 'reference' (jnp).
   Returns:
     [B, H, Dv] in v_cache.dtype.
+  Grouped caches (q heads H a multiple of the caches' Hkv < H: GQA / MQA) go
+  to `kernels.gqa_decode.gqa_decode`, one program per KV head and split
+  serving its whole query group.
   """
   ref.check_decode_softmax(q, k_cache, v_cache, lengths)
   impl = ("mosaic" if jax.default_backend() == "tpu" else "triton") if impl is None else impl
@@ -103,10 +107,17 @@ def softmax_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array,
     if interpret:
       raise ValueError("impl='reference' is plain jnp: interpret=True has no effect")
     return ref.softmax_decode_step(q, k_cache, v_cache, lengths, scale=scale)
+  grouped = q.shape[1] != k_cache.shape[1]
+  if grouped and impl == "mosaic":
+    raise ValueError("grouped (GQA / MQA) caches have no Mosaic TPU decode kernel yet; use impl='triton' "
+                     "(kernels.gqa_decode) or 'reference'")
   if impl == "mosaic":
     return softmax_decode_tpu(q, k_cache, v_cache, lengths, scale=scale,
                               block_k=block_k,
                               interpret=default_interpret(interpret))
+  if grouped:
+    return gqa_decode(q, k_cache, v_cache, lengths, scale=scale, block_k=block_k,
+                      k_splits=k_splits, interpret=interpret)
   b, h, lmax, dk = k_cache.shape
   dv = v_cache.shape[-1]
   if block_k <= 0 or k_splits <= 0:

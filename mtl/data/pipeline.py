@@ -26,21 +26,38 @@ def _stack(records: Sequence[dict]) -> dict[str, np.ndarray]:
 
 
 class _ReadBatch:
-  """Global batch of indices -> this host's collated batch (a picklable callable, for worker processes)."""
+  """Global batch of indices -> this host's collated batch (a picklable callable, for worker processes).
 
-  def __init__(self, source, collate, tasks: tuple[TaskSpec, ...], shard_index: int, shard_count: int):
+  With a per-record `transform` the batch is (positions in the example stream, indices): record i of the stream
+  is augmented with numpy Generator([seed, position]) (None when not augmenting), so augmentation differs across
+  epochs and is reproduced exactly on resume.
+  """
+
+  def __init__(self, source, collate, tasks: tuple[TaskSpec, ...], shard_index: int, shard_count: int,
+               transform=None, out_hw: tuple[int, int] | None = None, augment_seed: int | None = None):
     self.source, self.collate, self.tasks = source, collate, tasks
     self.shard_index, self.shard_count = shard_index, shard_count
+    self.transform, self.out_hw, self.augment_seed = transform, out_hw, augment_seed
 
-  def __call__(self, indices: np.ndarray) -> dict[str, np.ndarray]:
-    rows = np.array_split(np.asarray(indices), self.shard_count)[self.shard_index]
-    take = [int(i) for i in rows] or [int(indices[0])]  # read one record for the shapes of an empty batch.
+  def __call__(self, batch) -> dict[str, np.ndarray]:
+    positions, indices = batch if isinstance(batch, tuple) else (None, batch)
+    indices = np.asarray(indices)
+    rows = np.array_split(np.arange(len(indices)), self.shard_count)[self.shard_index]
+    take = [int(indices[r]) for r in rows] or [int(indices[0])]  # read one record for the shapes of an empty batch.
     records = self.source.__getitems__(take) if hasattr(self.source, "__getitems__") else [
         self.source[i] for i in take]
+    if self.transform is not None:
+      pos = [int(positions[r]) for r in rows] or [int(positions[0])]
+      records = [self.transform(rec, self.out_hw, None if self.augment_seed is None else
+                                np.random.default_rng([self.augment_seed, p])) for rec, p in zip(records, pos)]
     batch = self.collate(_stack(records), self.tasks)
     if not len(rows):
       batch = {k: v[:0] for k, v in batch.items()}
     return batch
+
+
+def _with_position(position: int, index):
+  return np.int64(position), index
 
 
 class Loader:
@@ -100,7 +117,7 @@ class Loader:
 def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffle: bool = True,
                 num_epochs: int | None = None, drop_remainder: bool = True, data_dir: str | None = None,
                 shard_index: int = 0, shard_count: int = 1, tasks: Sequence[str] | None = None,
-                worker_count: int = 0) -> Loader:
+                worker_count: int = 0, augment: bool | None = None) -> Loader:
   """Batches of `split` of dataset `name` for host `shard_index` of `shard_count`.
 
   Each host gets `batch_size` rows (its share of a global batch of batch_size * shard_count rows; a final partial
@@ -109,6 +126,8 @@ def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffl
   `spec.target_key`, and 'mask/<task>' float32 [B] for datasets where not every example has every label.
   num_epochs=None repeats forever. `tasks`: names of the tasks to keep (default all). `worker_count` > 0 reads
   in that many worker processes (grain mp_prefetch); the batches and states are the same as with 0.
+  `augment` (datasets with a per-record transform only; default: split == 'train') applies the dataset's random
+  augmentation, seeded by `seed` and the example's position in the stream.
   Builds the dataset first if it is not built yet (see `prepare`).
   """
   spec = get_spec(name)
@@ -135,7 +154,14 @@ def make_loader(name: str, split: str, *, batch_size: int, seed: int = 0, shuffl
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
+  if augment is None:
+    augment = split == "train" and spec.transform is not None
+  elif augment and spec.transform is None:
+    raise ValueError(f"dataset {name!r} has no augmentation (augment=True)")
+  if spec.transform is not None:
+    ds = ds.map_with_index(_with_position)
   ds = ds.batch(global_batch, drop_remainder=drop_remainder)
-  ds = ds.map(_ReadBatch(source, spec.collate, selected, shard_index, shard_count))
+  ds = ds.map(_ReadBatch(source, spec.collate, selected, shard_index, shard_count, spec.transform,
+                         tuple(spec.input_shape[:2]), seed if augment else None))
   num_batches = None if num_epochs is None else len(ds)
   return Loader(ds, grain.ReadOptions(num_threads=2, prefetch_buffer_size=4), worker_count, num_batches)

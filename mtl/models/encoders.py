@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtl.models.registry import ENCODERS
+from mtl.models.resnet import ResNetEncoder
 from mtl.nn import slimmable
 from mtl.nn.slimmable import DEFAULT_WIDTHS, SlimConv, SlimDense, SlimGroupNorm, SlimLayerNorm
 
@@ -119,7 +120,8 @@ class ViTEncoder(nn.Module):
       than shared across widths; the other layers stay shared). No closed-form MACs for 'lightning':
       use mtl.control.macs.traced_macs.
 
-  Call: x [B, H, W, C] -> tokens [B, (H/p)*(W/p), D_w].
+  Call: x [B, H, W, C] -> tokens [B, (H/p)*(W/p), D_w], or with `spatial_output` the map [B, H/p, W/p, D_w]
+  (what dense heads need when the token grid is not square).
   """
   patch_size: int = 4
   dim: int = 64
@@ -128,6 +130,7 @@ class ViTEncoder(nn.Module):
   mlp_ratio: float = 4.0
   mixer: str = "softmax"
   widths: Sequence[float] = DEFAULT_WIDTHS
+  spatial_output: bool = False
 
   @property
   def head_dim(self) -> int:
@@ -176,7 +179,8 @@ class ViTEncoder(nn.Module):
       x = x + y
       y = SlimLayerNorm(name=f"block{i}_norm2")(x)
       x = x + _MLPBlock(int(self.dim * self.mlp_ratio), self.dim, name=f"block{i}_mlp")(y, mlp, d)
-    return SlimLayerNorm(name="final_norm")(x)
+    x = SlimLayerNorm(name="final_norm")(x)
+    return x.reshape(b, gh, gw, d) if self.spatial_output else x
 
 
 class MLPEncoder(nn.Module):
@@ -207,6 +211,7 @@ class MLPEncoder(nn.Module):
 ENCODERS.register("conv", ConvEncoder)
 ENCODERS.register("vit", ViTEncoder)
 ENCODERS.register("mlp", MLPEncoder)
+ENCODERS.register("resnet", ResNetEncoder)
 
 
 def _kwargs(cfg: ml_collections.ConfigDict, skip: tuple[str, ...]) -> dict:

@@ -1,12 +1,18 @@
-"""Decoder-only language model (TransNormer blocks, softmax or lightning mixer), multi-task by prefix token.
+"""Decoder-only language model (TransNormer / Hybrid blocks, several token mixers), multi-task by prefix token.
 
 `DecoderLM(vocab_size, dim, depth, num_heads, ...)`: tokens int [B, L] ->
 {task: logits [B, L, V]} (one shared decoder; every task reads the same logits;
 the task is told by the prefix token in the input and the per-task targets are
 -1 on other tasks' rows, see mtl/data/text/datasets.py).
 
+Softmax-mixer KV variants: `num_kv_heads` Hkv < H is grouped-query attention (1: multi-query), the
+cache holding Hkv heads; `kv_share` = s > 1 is cross-layer attention (CLA, Brandon et al. 2024):
+layer i projects K/V only when i % s == 0 and the next s - 1 layers attend over that layer's K/V (their
+cache entry is an empty dict), so the cache is 1/s as large. KV-cache bytes per token per layer-group:
+2 * Hkv * Dh * 4 (fp32). `kv_cache_bytes(cache)` (mtl.nn.attention) counts them.
+
 Decoding (all per-row positions, so rows can be at different lengths):
-  init_cache(batch, max_len)       per layer: softmax KV cache {'k','v': [B,H,Lmax,Dh],
+  init_cache(batch, max_len)       per layer: softmax KV cache {'k','v': [B,Hkv,Lmax,Dh],
                                    'length' [B]} or lightning state {'kv': [B,H,Dqk,Dh], 'pos' [B]}
   prefill(tokens [B,L], cache)     parallel forward over a prompt into an empty cache
   step(token [B], cache)           one token (Pallas decode kernels when impl='pallas')
@@ -16,10 +22,16 @@ Decoding (all per-row positions, so rows can be at different lengths):
 Width slicing (S2D nested draft models): `slim(width)` is the same network with
 dim, heads and GLU width scaled by `width` (head_dim fixed) and
 `slice_params(params, model, width)` takes the leading block of every weight.
-`__call__(..., width=w)` trains that sub-model with shared weights. (Lightning
-decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head count, so a
-slim lightning draft decays its heads faster than the same heads of the full
-model: TransNormerBlock does not take a decay base to keep them equal.)
+`__call__(..., width=w)` trains that sub-model with shared weights. (Default
+lightning decay rates are s_h = 2^(-8 (h+1) / H) with H the sub-model's head
+count, so a slim lightning draft decays its heads faster than the same heads of
+the full model; with explicit `decay_slopes` the draft keeps the leading heads'
+slopes.)
+Mixers: 'softmax' (RoPE and/or learned positions), 'lightning' (per-head
+decay_slopes), 'linear' (feature-map linear attention, Based's Taylor map) and
+'conv' (a gated short convolution alone); `short_conv=K` puts a gated kernel-K
+short convolution before every block's mixer (Zoology's Hybrid). linear, conv
+and short_conv use mtl/nn/hybrid_block.py.
 """
 from __future__ import annotations
 
@@ -31,10 +43,13 @@ import jax
 import jax.numpy as jnp
 
 from mtl.models.registry import MODELS
+from mtl.nn.hybrid_block import HybridBlock
 from mtl.nn.lightning import SRMSNorm, TransNormerBlock
 
 Cache = list[dict[str, jax.Array]]
-MIXERS = ("softmax", "lightning")
+# softmax / lightning: TransNormerBlock (unless short_conv > 0); linear (feature-map linear attention) and conv
+# (the gated short convolution alone): HybridBlock (mtl/nn/hybrid_block.py).
+MIXERS = ("softmax", "lightning", "linear", "conv")
 _NEG = -1e30
 
 
@@ -54,7 +69,16 @@ class DecoderLM(nn.Module):
     tasks: task names of the output dict.
     hidden_dim: GLU width override (used by `slim`).
     rope: rotary position embedding in softmax mixers (lightning mixers use
-      LRPE and decay). Without it a softmax LM has no position information.
+      LRPE and decay). Without it (and without learned_positions or a short
+      convolution) a softmax LM has no position information.
+    learned_positions: size P of a learned absolute position table added to
+      the token embedding (0 = none); sequences must be at most P long.
+    short_conv: kernel size of a gated short convolution before every block's
+      mixer (Zoology's Hybrid; 0 = none); mixer 'conv' is that convolution
+      alone. feature_dim, feature_map: q/k width per head and feature map of
+      mixer 'linear'. decay_slopes: lightning per-head slopes (one per head).
+    num_kv_heads: softmax mixer: KV heads (divides num_heads; None = num_heads, 1 = MQA).
+    kv_share: softmax mixer: adjacent layers sharing one K/V (1: none, 2: CLA2, ...).
   """
   vocab_size: int
   dim: int
@@ -68,6 +92,13 @@ class DecoderLM(nn.Module):
   hidden_dim: int | None = None
   dtype: Any = jnp.float32
   rope: bool = True
+  learned_positions: int = 0
+  short_conv: int = 0
+  feature_dim: int = 16
+  feature_map: str = "taylor_exp"
+  decay_slopes: tuple[float, ...] | None = None
+  num_kv_heads: int | None = None
+  kv_share: int = 1
 
   def setup(self):
     if self.mixer not in MIXERS:
@@ -79,18 +110,48 @@ class DecoderLM(nn.Module):
       raise ValueError(f"dim {self.dim} must be a multiple of num_heads {self.num_heads}")
     if not self.tasks:
       raise ValueError("DecoderLM needs at least one task name")
+    if self.kv_share < 1:
+      raise ValueError(f"DecoderLM.kv_share must be >= 1, got {self.kv_share}")
+    if self.mixer != "softmax" and (self.num_kv_heads is not None or self.kv_share != 1):
+      raise ValueError(f"num_kv_heads / kv_share apply to the softmax mixer only, not {self.mixer!r}")
+    if self.num_kv_heads is not None and (self.num_kv_heads <= 0 or self.num_heads % self.num_kv_heads):
+      raise ValueError(f"num_kv_heads {self.num_kv_heads} must be positive and divide num_heads {self.num_heads}")
     hidden = self.hidden_dim or int(self.dim * self.mlp_ratio)
     self.embed = nn.Embed(self.vocab_size, self.dim, dtype=self.dtype, name="embed")
-    self.blocks = [
-        TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
-                         causal=True, mixer=self.mixer, impl=self.impl,
-                         block_size=self.block_size, dtype=self.dtype,
-                         softmax_rope=self.rope, name=f"block{i}")
-        for i in range(self.depth)]
+    if self.learned_positions < 0:
+      raise ValueError(f"DecoderLM.learned_positions must be >= 0, got {self.learned_positions}")
+    if self.learned_positions:
+      self.pos_embed = nn.Embed(self.learned_positions, self.dim, dtype=self.dtype, name="pos_embed")
+    if self.mixer == "conv" and not self.short_conv:
+      raise ValueError("mixer 'conv' needs short_conv (its kernel size) > 0")
+    if self.uses_hybrid_blocks and (self.num_kv_heads is not None or self.kv_share != 1):
+      raise ValueError("num_kv_heads / kv_share are not supported with short_conv or the 'linear' / 'conv' "
+                       "mixers (HybridBlock); use the softmax mixer without short_conv")
+    if self.uses_hybrid_blocks:
+      self.blocks = [
+          HybridBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
+                      mixer="none" if self.mixer == "conv" else self.mixer, short_conv=self.short_conv,
+                      impl=self.impl, block_size=self.block_size, rope=self.rope, feature_dim=self.feature_dim,
+                      feature_map=self.feature_map, decay_slopes=self.decay_slopes, dtype=self.dtype,
+                      name=f"block{i}")
+          for i in range(self.depth)]
+    else:
+      extra = {} if self.mixer != "softmax" else {"num_kv_heads": self.num_kv_heads}
+      self.blocks = [
+          TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
+                           causal=True, mixer=self.mixer, impl=self.impl,
+                           block_size=self.block_size, dtype=self.dtype,
+                           softmax_rope=self.rope, decay_slopes=self.decay_slopes,
+                           softmax_project_kv=self.projects_kv(i), name=f"block{i}", **extra)
+          for i in range(self.depth)]
     self.norm = SRMSNorm()
     self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
 
   # --- properties -----------------------------------------------------------
+  @property
+  def uses_hybrid_blocks(self) -> bool:
+    return self.mixer in ("linear", "conv") or self.short_conv > 0
+
   @property
   def head_dim(self) -> int:
     return self.dim // self.num_heads
@@ -99,17 +160,32 @@ class DecoderLM(nn.Module):
   def glu_hidden(self) -> int:
     return self.hidden_dim or int(self.dim * self.mlp_ratio)
 
+  def projects_kv(self, layer: int) -> bool:
+    """Whether `layer` has its own K/V (False: it reads the K/V of layer - layer % kv_share)."""
+    return layer % self.kv_share == 0
+
   def slim(self, width: float) -> "DecoderLM":
     """The nested sub-network at `width` in (0, 1] (unbound module)."""
     if not 0.0 < width <= 1.0:
       raise ValueError(f"width must be in (0, 1], got {width}")
     heads = _scaled(self.num_heads, width)
+    kv_heads = None
+    if self.num_kv_heads is not None:
+      # Keep each sub-model query head on the KV head it reads in the full model: whole groups, or
+      # (fewer heads than one group) one KV head.
+      group = self.num_heads // self.num_kv_heads
+      if heads > group:
+        heads = _scaled(self.num_heads, width, group)
+      kv_heads = max(1, heads // group)
     return DecoderLM(
         self.vocab_size, heads * self.head_dim, self.depth, heads,
         mlp_ratio=self.mlp_ratio, mixer=self.mixer, impl=self.impl,
         block_size=self.block_size, tasks=tuple(self.tasks),
         hidden_dim=_scaled(self.glu_hidden, width), dtype=self.dtype,
-        rope=self.rope, parent=None)
+        rope=self.rope, learned_positions=self.learned_positions, short_conv=self.short_conv,
+        feature_dim=self.feature_dim, feature_map=self.feature_map,
+        decay_slopes=None if self.decay_slopes is None else tuple(self.decay_slopes)[:heads],
+        num_kv_heads=kv_heads, kv_share=self.kv_share, parent=None)
 
   # --- forward ----------------------------------------------------------------
   def _tokens(self, tokens):
@@ -120,11 +196,35 @@ class DecoderLM(nn.Module):
   def _logits(self, x):
     return self.head(self.norm(x)).astype(jnp.float32)
 
-  def logits(self, tokens: jax.Array) -> jax.Array:
-    """tokens int [B, L] -> logits float32 [B, L, V] (full causal forward)."""
-    x = self.embed(self._tokens(tokens))
-    for blk in self.blocks:
-      x = blk(x)
+  def _embed(self, tokens, positions):
+    """Token (+ learned position) embedding: tokens [...], positions int [...] (same shape) -> [..., D]."""
+    x = self.embed(tokens)
+    if self.learned_positions:
+      x = x + self.pos_embed(jnp.minimum(positions, self.learned_positions - 1))
+    return x
+
+  def logits(self, tokens: jax.Array, index: jax.Array | None = None) -> jax.Array:
+    """tokens int [B, L] -> logits float32 [B, L, V] (full causal forward).
+
+    index int [B, K]: only the logits at those positions, [B, K, V] (saves the head's cost when few positions
+    carry targets, e.g. MQAR queries).
+    """
+    tokens = self._tokens(tokens)
+    length = tokens.shape[1]
+    if self.learned_positions and length > self.learned_positions:
+      raise ValueError(f"sequence length {length} exceeds learned_positions {self.learned_positions}")
+    x = self._embed(tokens, jnp.arange(length)[None])
+    kv = None
+    for i, blk in enumerate(self.blocks):
+      if self.mixer == "softmax" and not self.uses_hybrid_blocks:
+        # The block's own residual structure, with K/V handed from producing to consuming layers (CLA).
+        y, kv = blk.token_mixer(blk.norm(x), kv=None if self.projects_kv(i) else kv, return_kv=True)
+        x = x + y
+        x = x + blk.glu(blk.norm(x))
+      else:
+        x = blk(x)
+    if index is not None:
+      x = jnp.take_along_axis(x, index[..., None].astype(jnp.int32), axis=1)
     return self._logits(x)
 
   def __call__(self, tokens: jax.Array, *, train: bool = False,
@@ -144,7 +244,8 @@ class DecoderLM(nn.Module):
     """Empty per-layer decode state (see module docstring)."""
     if batch <= 0 or max_len <= 0:
       raise ValueError(f"batch and max_len must be positive, got {batch}, {max_len}")
-    return [blk.init_state(batch, max_len) for blk in self.blocks]
+    return [blk.init_state(batch, max_len) if self.projects_kv(i) or self.mixer != "softmax" else {}
+            for i, blk in enumerate(self.blocks)]
 
   def _check_cache(self, cache):
     if not isinstance(cache, (list, tuple)) or len(cache) != self.depth:
@@ -155,10 +256,14 @@ class DecoderLM(nn.Module):
     self._check_cache(cache)
     if token.ndim != 1:
       raise ValueError(f"step expects token [B], got {token.shape}")
-    x = self.embed(token.astype(jnp.int32))
-    new = []
-    for blk, st in zip(self.blocks, cache):
-      x, st = blk.step(x, st)
+    x = self._embed(token.astype(jnp.int32), _cache_positions(cache[0]))
+    new, shared = [], None
+    for i, (blk, st) in enumerate(zip(self.blocks, cache)):
+      if self.mixer == "softmax" and not self.uses_hybrid_blocks and not self.projects_kv(i):
+        x, _ = blk.step(x, shared)   # CLA consumer: reads the cache its producer just updated
+      else:
+        x, st = blk.step(x, st)
+        shared = st
       new.append(st)
     return self._logits(x), new
 
@@ -166,14 +271,21 @@ class DecoderLM(nn.Module):
     """Prompt tokens [B, L] into an empty cache -> (logits [B, L, V], cache)."""
     self._check_cache(cache)
     tokens = self._tokens(tokens)
-    x = self.embed(tokens)
     b, length = tokens.shape
-    new = []
-    for blk, st in zip(self.blocks, cache):
+    x = self._embed(tokens, jnp.arange(length)[None])
+    new, shared = [], None
+    for i, (blk, st) in enumerate(zip(self.blocks, cache)):
+      if isinstance(blk, HybridBlock):
+        x, st = blk.prefill(x, st)
+        new.append(st)
+        continue
       mixer = blk.token_mixer
       h = blk.norm(x)
-      if self.mixer == "softmax":
+      if self.mixer == "softmax" and not self.projects_kv(i):
+        y, _ = mixer.prefill(h, shared)
+      elif self.mixer == "softmax":
         y, st = mixer.prefill(h, st)
+        shared = st
       else:
         y = mixer(h)
         pos = jnp.broadcast_to(jnp.arange(length)[None], (b, length))
@@ -196,28 +308,24 @@ class DecoderLM(nn.Module):
     """
     self._check_cache(cache)
     tokens = self._tokens(tokens)
-    x = self.embed(tokens)
     c = tokens.shape[1]
+    x = self._embed(tokens, _cache_positions(cache[0])[:, None] + jnp.arange(c)[None])
     causal = jnp.tril(jnp.ones((c, c), bool))
-    pending = []
-    for blk, st in zip(self.blocks, cache):
+    pending, shared, shared_kv = [], None, None
+    for layer, (blk, st) in enumerate(zip(self.blocks, cache)):
+      if isinstance(blk, HybridBlock):
+        x, pd = blk.extend(x, st)
+        pending.append(pd)
+        continue
       mixer = blk.token_mixer
       h = blk.norm(x)
-      if self.mixer == "softmax":
-        pos = st["length"][:, None] + jnp.arange(c)[None]
-        q, k, v = mixer._qkv(h, pos)                   # [B, C, H, Dh]
-        scale = 1.0 / math.sqrt(self.head_dim)
-        kc, vc = st["k"].astype(jnp.float32), st["v"].astype(jnp.float32)
-        s_cache = jnp.einsum("bchd,bhld->bhcl", q, kc) * scale
-        valid = jnp.arange(kc.shape[2])[None, :] < st["length"][:, None]
-        s_cache = jnp.where(valid[:, None, None, :], s_cache, _NEG)
-        s_new = jnp.where(causal, jnp.einsum("bchd,bshd->bhcs", q, k) * scale, _NEG)
-        p = jax.nn.softmax(jnp.concatenate([s_cache, s_new], -1), axis=-1)
-        lmax = kc.shape[2]
-        o = (jnp.einsum("bhcl,bhld->bchd", p[..., :lmax], vc)
-             + jnp.einsum("bhcs,bshd->bchd", p[..., lmax:], v))
-        y = mixer.out(o.astype(h.dtype))
-        pending.append({"k": jnp.swapaxes(k, 1, 2), "v": jnp.swapaxes(v, 1, 2)})
+      if self.mixer == "softmax" and not self.projects_kv(layer):
+        y, _ = mixer.extend(h, shared, kv=shared_kv)
+        pending.append({})
+      elif self.mixer == "softmax":
+        y, (k, v) = mixer.extend(h, st)
+        shared, shared_kv = st, (k, v)
+        pending.append({"k": k, "v": v})
       else:
         pos = st["pos"][:, None] + jnp.arange(c)[None]
         q, k, v, u = mixer._project(h, pos)            # [B, C, H, .]
@@ -242,7 +350,11 @@ class DecoderLM(nn.Module):
     self._check_cache(cache)
     new = []
     for blk, st, pd in zip(self.blocks, cache, pending):
-      if self.mixer == "softmax":
+      if isinstance(blk, HybridBlock):
+        new.append(HybridBlock.commit(st, pd, n))
+      elif self.mixer == "softmax" and not pd:
+        new.append(st)                     # CLA consumer: no cache of its own
+      elif self.mixer == "softmax":
         def write(buf, chunk, start):
           return jax.lax.dynamic_update_slice(
               buf, chunk.astype(buf.dtype), (0, start, 0))
@@ -263,6 +375,11 @@ class DecoderLM(nn.Module):
     return new
 
 
+def _cache_positions(layer_state: dict[str, jax.Array]) -> jax.Array:
+  """Tokens already in a layer's decode state, int [B] (softmax cache 'length', lightning/hybrid 'pos')."""
+  return layer_state["pos"] if "pos" in layer_state else layer_state["length"]
+
+
 @MODELS.register("lm")
 def build_lm(model_cfg, tasks, input_shape: tuple[int, ...], mesh=None) -> DecoderLM:
   """DecoderLM from `config.model.lm` (its attributes as keys), one task-prefix per task."""
@@ -275,17 +392,28 @@ def slice_params(params: Any, model: DecoderLM, width: float) -> Any:
   sub = model.slim(width)
   dw = sub.dim
   h, hw = model.num_heads, sub.num_heads
+  kvw = sub.num_kv_heads or hw
   f, fw = model.glu_hidden, sub.glu_hidden
 
   def cut(path, x):
     names = [getattr(p, "key", str(p)) for p in path]
     leaf, parent = names[-1], names[-2] if len(names) > 1 else ""
-    if parent == "embed":
+    if parent in ("embed", "pos_embed"):
       return x[:, :dw]
+    if parent == "conv":                   # short conv kernel [K, D], bias [D]
+      return x[..., :dw]
+    if parent == "proj":                   # short conv gate kernel [D, D], bias [D]
+      return x[:dw, :dw] if leaf == "kernel" else x[:dw]
+    if parent == "v":                      # linear attention kernel [D, H, Dh], bias [H, Dh]
+      return x[:dw, :hw] if leaf == "kernel" else x[:hw]
     if parent == "head":
       return x[:dw] if leaf == "kernel" else x
-    if parent in ("qkv", "qkvu"):          # kernel [D, n, H, Dh], bias [n, H, Dh]
+    if parent in ("qkv", "qkvu", "qk"):          # kernel [D, n, H, Dh], bias [n, H, Dh]
       return x[:dw, :, :hw] if leaf == "kernel" else x[:, :hw]
+    if parent == "q":                      # GQA query: kernel [D, H, Dh], bias [H, Dh]
+      return x[:dw, :hw] if leaf == "kernel" else x[:hw]
+    if parent == "kv":                     # GQA keys / values: kernel [D, 2, Hkv, Dh], bias [2, Hkv, Dh]
+      return x[:dw, :, :kvw] if leaf == "kernel" else x[:, :kvw]
     if parent == "out":                    # kernel [H, Dh, D], bias [D]
       return x[:hw, :, :dw] if leaf == "kernel" else x[:dw]
     if parent in ("w1", "w2"):             # [D, F], [F]

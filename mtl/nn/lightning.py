@@ -76,6 +76,17 @@ def lrpe(x: jax.Array, positions: jax.Array, theta: jax.Array) -> jax.Array:
       x.dtype)
 
 
+def check_decay_slopes(slopes: tuple[float, ...] | None, num_heads: int) -> None:
+  """None, or num_heads finite slopes >= 0; else ValueError naming the problem."""
+  if slopes is None:
+    return
+  vals = tuple(float(v) for v in slopes)
+  if len(vals) != num_heads:
+    raise ValueError(f"decay_slopes needs one slope per head ({num_heads}), got {len(vals)}: {vals}")
+  if any(not v >= 0 or v == float("inf") for v in vals):
+    raise ValueError(f"decay_slopes must be finite and >= 0, got {vals}")
+
+
 class LightningAttention(nn.Module):
   """TransNormerLLM gated linear (lightning) attention. x [B,L,D] -> [B,L,D_out].
 
@@ -83,7 +94,9 @@ class LightningAttention(nn.Module):
     num_heads: H. head_dim: Dh. causal: causal decay, else symmetric.
     use_lrpe: LRPE relative positions (q, k head dim becomes 2 Dh).
     block_size: lightning block C. impl: 'jnp' (chunked jnp) or 'pallas'.
-    decay_base: slopes s_h = 2^(-decay_base (h+1)/H); 0 disables decay.
+    decay_base: slopes s_h = 2^(-decay_base (h+1)/H).
+    decay_slopes: explicit per-head slopes s_h >= 0 (H of them; decay exp(-s_h), 0 = no decay); overrides
+      decay_base.
     lrpe_base: theta_d = lrpe_base^(-d / Dh).
     out_dim: output width (default H * Dh).
   """
@@ -94,11 +107,13 @@ class LightningAttention(nn.Module):
   block_size: int = 64
   impl: str = "jnp"
   decay_base: float = 8.0
+  decay_slopes: tuple[float, ...] | None = None
   lrpe_base: float = 10000.0
   out_dim: int | None = None
   dtype: Any = jnp.float32
 
   def setup(self):
+    check_decay_slopes(self.decay_slopes, self.num_heads)
     if self.impl not in IMPLS:
       raise ValueError(f"unknown impl {self.impl!r}; expected one of {IMPLS}")
     if self.num_heads <= 0 or self.head_dim <= 0 or self.block_size <= 0:
@@ -113,6 +128,8 @@ class LightningAttention(nn.Module):
 
   @property
   def slopes(self) -> jax.Array:
+    if self.decay_slopes is not None:
+      return jnp.asarray(self.decay_slopes, jnp.float32)
     return kref.decay_slopes(self.num_heads, self.decay_base)
 
   @property
@@ -188,7 +205,9 @@ class TransNormerBlock(nn.Module):
     num_heads, mlp_ratio (GLU hidden = int(dim * mlp_ratio)), causal.
     mixer: 'lightning' or 'softmax'. impl: lightning 'jnp' / 'pallas' (also
       selects the softmax decode kernel). block_size, use_lrpe: lightning.
-    glu_activation: see GLU.
+    glu_activation: see GLU. decay_slopes: lightning per-head slopes (see LightningAttention).
+    num_kv_heads, softmax_project_kv: softmax mixer only: grouped-query KV heads and cross-layer
+      attention (see mtl.nn.attention.SoftmaxAttention: num_kv_heads, project_kv).
   """
   dim: int
   num_heads: int
@@ -200,12 +219,17 @@ class TransNormerBlock(nn.Module):
   use_lrpe: bool = True
   softmax_rope: bool = False
   glu_activation: str = "none"
+  decay_slopes: tuple[float, ...] | None = None
   dtype: Any = jnp.float32
+  num_kv_heads: int | None = None
+  softmax_project_kv: bool = True
 
   def setup(self):
     if self.mixer not in MIXERS:
       raise ValueError(f"unknown mixer {self.mixer!r}; expected one of "
                        f"{MIXERS}")
+    if self.mixer != "softmax" and (self.num_kv_heads is not None or not self.softmax_project_kv):
+      raise ValueError(f"num_kv_heads / softmax_project_kv apply to the softmax mixer only, not {self.mixer!r}")
     if self.num_heads <= 0 or self.dim % self.num_heads:
       raise ValueError(f"dim {self.dim} must be a positive multiple of "
                        f"num_heads {self.num_heads}")
@@ -217,12 +241,14 @@ class TransNormerBlock(nn.Module):
       self.token_mixer = LightningAttention(
           self.num_heads, head_dim, causal=self.causal,
           use_lrpe=self.use_lrpe, block_size=self.block_size, impl=self.impl,
-          out_dim=self.dim, dtype=self.dtype, name="mixer")
+          decay_slopes=self.decay_slopes, out_dim=self.dim, dtype=self.dtype, name="mixer")
     else:
+      if self.decay_slopes is not None:
+        raise ValueError("decay_slopes is a lightning-mixer option; the softmax mixer has no decay")
       self.token_mixer = SoftmaxAttention(
           self.num_heads, head_dim, causal=self.causal, out_dim=self.dim,
           decode_impl=self.impl, dtype=self.dtype, rope=self.softmax_rope,
-          name="mixer")
+          num_kv_heads=self.num_kv_heads, project_kv=self.softmax_project_kv, name="mixer")
     self.glu = GLU(hidden, out_dim=self.dim, activation=self.glu_activation,
                    dtype=self.dtype, name="glu")
     self.norm = SRMSNorm()
@@ -238,7 +264,7 @@ class TransNormerBlock(nn.Module):
     """Decode state: lightning recurrent state, or a softmax KV cache."""
     head_dim = self.dim // self.num_heads
     if self.mixer == "softmax":
-      return init_kv_cache(batch, max_len, self.num_heads, head_dim)
+      return init_kv_cache(batch, max_len, self.num_kv_heads or self.num_heads, head_dim)
     qk = 2 * head_dim if self.use_lrpe else head_dim
     return {"kv": jnp.zeros((batch, self.num_heads, qk, head_dim),
                             jnp.float32),

@@ -114,7 +114,8 @@ class SlimDense(nn.Module):
 
 
 class SlimConv(nn.Module):
-  """2-D convolution (NHWC, 'SAME' padding) with sliceable input and output channels.
+  """2-D convolution (NHWC, 'SAME' padding) with sliceable input and output channels; `kernel_dilation` > 1 is an
+  atrous convolution.
 
   Call: `x [B, H, W, C_in_active] -> [B, H', W', out_features]`.
   """
@@ -122,6 +123,7 @@ class SlimConv(nn.Module):
   kernel_size: tuple[int, int] = (3, 3)
   strides: tuple[int, int] = (1, 1)
   padding: str = "SAME"
+  kernel_dilation: tuple[int, int] = (1, 1)
   use_bias: bool = True
   kernel_init: nn.initializers.Initializer = default_kernel_init
   dtype: jnp.dtype | None = None
@@ -141,7 +143,7 @@ class SlimConv(nn.Module):
     dtype = self.dtype or x.dtype
     y = jax.lax.conv_general_dilated(
         x.astype(dtype), kernel[:, :, :c_in, :out].astype(dtype), window_strides=self.strides,
-        padding=self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        padding=self.padding, rhs_dilation=tuple(self.kernel_dilation), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if self.use_bias:
       bias = sliceable_param(self, "bias", nn.initializers.zeros, (self.features,), self.kernel_axes[-1:])
       y = y + bias[:out].astype(dtype)

@@ -23,6 +23,21 @@ def equal(num_tasks: int) -> Method:
   return Method("equal", num_tasks, "loss", fn)
 
 
+@register("static")
+def static(num_tasks: int, weights=()) -> Method:
+  """w_i = weights[i], fixed (the hand-set task weights of the dense-prediction papers, e.g. InvPT's NYUD
+  semseg 1, depth 1, normals 10, edge 50), in the order of the config's tasks."""
+  w_fixed = tuple(float(w) for w in weights)
+  if len(w_fixed) != num_tasks or any(not w > 0 for w in w_fixed):
+    raise ValueError(f"static weights need {num_tasks} positive values (one per task), got {weights!r}")
+
+  def fn(losses, state, step):
+    del step
+    w = jnp.asarray(w_fixed, losses.dtype)
+    return w, state, weight_metrics(w)
+  return Method("static", num_tasks, "loss", fn)
+
+
 def _task_tuple(value, num_tasks: int, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
   values = (value,) * num_tasks if isinstance(value, str) else tuple(value)
   if len(values) != num_tasks:

@@ -137,6 +137,10 @@ def build_experiment(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh 
   logical_rules = tuple(tuple(r) for r in sharding_cfg.get("logical_rules", ()))
   init = init_state_fn(model, tx, method, tuple(info.input_shape), config.seed)
   state, state_shardings = init_sharded_state(init, mesh, logical_rules, rules)
+  if config.model.get("pretrained"):  # encoder weights from a local file (mtl/models/pretrained.py).
+    from mtl.models.pretrained import apply_pretrained
+    params = apply_pretrained(state.params, config.model, getattr(model, "encoder", None), tuple(info.input_shape))
+    state = state.replace(params=jax.device_put(params, state_shardings.params))
   return Experiment(config, info, tasks, mesh, model, tx, method, state, state_shardings, logical_rules)
 
 

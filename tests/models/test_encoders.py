@@ -98,7 +98,9 @@ def test_build_encoder():
   enc = encoders.build_encoder(cfg)
   assert isinstance(enc, encoders.ConvEncoder) and enc.stage_channels == (8, 16) and enc.widths == (0.5, 1.0)
   assert isinstance(encoders.build_encoder(ml_collections.ConfigDict({"name": "vit"})), encoders.ViTEncoder)
-  with pytest.raises(ValueError, match="unknown encoder 'no_such_encoder'; known: conv, mlp, .*vit"):
+  assert isinstance(encoders.build_encoder(ml_collections.ConfigDict({"name": "resnet", "depth": 34})),
+                    encoders.ResNetEncoder)
+  with pytest.raises(ValueError, match="unknown encoder 'no_such_encoder'; known: conv, mlp, resnet, vit"):
     encoders.build_encoder(ml_collections.ConfigDict({"name": "no_such_encoder"}))
   with pytest.raises(ValueError, match="bad arguments"):
     encoders.build_encoder(ml_collections.ConfigDict({"name": "mlp", "depth": 3}))

@@ -91,3 +91,14 @@ def test_famo_matches_reference_loop():
 def test_bad_options(name, kwargs):
   with pytest.raises(ValueError):
     get_method(name, 2, **kwargs)
+
+
+def test_static_weights_are_the_configured_ones_and_checked():
+  from mtl.optim import get_method
+  m = get_method("static", 3, weights=(1.0, 10.0, 50.0))
+  w, _, _ = m.fn(jnp.array([0.3, 2.0, 0.01]), None, 0)
+  np.testing.assert_array_equal(np.asarray(w), [1.0, 10.0, 50.0])
+  with pytest.raises(ValueError, match="3 positive values"):
+    get_method("static", 3, weights=(1.0, 2.0))
+  with pytest.raises(ValueError, match="3 positive values"):
+    get_method("static", 3, weights=(1.0, 0.0, 2.0))

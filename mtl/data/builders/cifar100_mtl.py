@@ -1,7 +1,9 @@
 """CIFAR100-MTL: CIFAR-100 as 20 tasks, one per coarse class, each a 5-way choice among its fine classes.
 
 Read from the upstream binary files (cifar-100-binary/{train,test}.bin; record = coarse label byte, fine label
-byte, 3072 image bytes as R, G, B planes of 32x32). Train = first 45,000 training records, validation = last
+byte, 3072 image bytes as R, G, B planes of 32x32) or the python-pickle archive (cifar-100-python/{train,test,meta};
+same pixels as 'data' [N, 3072], labels as 'coarse_labels' / 'fine_labels'); mtl.data.sources.cifar100_dir finds
+either from one setting. Train = first 45,000 training records, validation = last
 5,000, test = the 10,000 test records. Each example is labelled for one task only: batches carry
 'mask/<task>' float32 [B] (1 where the example's coarse class is that task) and label 0 where unlabelled.
 Task label = rank of the fine class among the (sorted) fine classes of its coarse class.
@@ -44,8 +46,8 @@ def check_labels(coarse: np.ndarray, fine: np.ndarray, what: str) -> None:
 
 
 class MtlCifar100Mtl(ArrayBuilder):
-  """source: directory with train.bin and test.bin (default: $MTL_CIFAR100_DIR or
-  <data_dir>/downloads/manual/cifar-100-binary)."""
+  """source: directory with train.bin / test.bin or the python pickles train / test / meta, or a folder holding
+  cifar-100-binary or cifar-100-python (default: $MTL_CIFAR100_DIR or <data_dir>/downloads/manual)."""
   name = PREFIX + "cifar100_mtl"
   VERSION = tfds.core.Version("1.0.0")
   DESCRIPTION = __doc__
@@ -57,7 +59,7 @@ class MtlCifar100Mtl(ArrayBuilder):
     out = {}
     for split in ("train", "test"):
       x, c, f = sources.cifar100(split, src)
-      check_labels(c, f, f"{src}/{split}.bin")
+      check_labels(c, f, f"{src}/{split}")
       out[split] = {"image": x, "coarse": c, "fine": f}
     n = len(out["train"]["image"])
     n_train = n - validation_split(n)

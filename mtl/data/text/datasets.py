@@ -6,8 +6,11 @@ Names:
                   definition  word -> GCIDE definition   (prefix task 0)
                   reverse     definition -> word         (prefix task 1)
                   pycode      stdlib source LM           (prefix task 2)
-  'mqar'        MQAR recall, seq_len 64, 8 key-value pairs, vocab 128;
-  'mqar-L-K-V'  MQAR with seq_len L, K pairs, vocab V (e.g. 'mqar-256-16-256').
+  'mqar'        MQAR recall in Zoology's format (mtl/data/text/mqar.py), seq_len 64, 8 key-value pairs,
+                vocab 128, a fresh train stream;
+  'mqar-L-K-V'  the same with seq_len L, K pairs, vocab V (e.g. 'mqar-256-16-8192');
+  'mqar-L-K-V-nN'  a fixed train set of N examples (Zoology trains on 100k at L=64, 20k above);
+  'mqar_legacy', 'mqar_legacy-L-K-V[-nN]'  the first (shortcut-prone) format: answers visible after queries.
 Batches (numpy): 'tokens' int32 [B, L]; per task `name` targets int32 [B, L]
 (-1 = no loss; rows of other tasks are all -1) and 'mask/name' float32 [B]
 (1 where the row belongs to the task). All tasks have kind 'lm'.
@@ -48,15 +51,33 @@ class Info:
   vocab_size: int
 
 
+@dataclasses.dataclass(frozen=True)
+class MqarSpec:
+  """A parsed MQAR dataset name: seq_len, num_kv, vocab_size, fmt, num_train (None = stream)."""
+  seq_len: int
+  num_kv: int
+  vocab_size: int
+  fmt: str
+  num_train: int | None
+
+
+def mqar_spec(name: str) -> MqarSpec | None:
+  """MqarSpec of an MQAR dataset name, None for other names; bad arguments raise."""
+  m = re.fullmatch(r"mqar(_legacy)?(?:-(\d+)-(\d+)-(\d+))?(?:-n(\d+))?", name)
+  if not m:
+    return None
+  fmt = "legacy" if m.group(1) else "zoology"
+  seq_len, num_kv, vocab = (int(g) for g in m.group(2, 3, 4)) if m.group(2) else MQAR_DEFAULT
+  num_train = int(m.group(5)) if m.group(5) else None
+  mqar.check_args(seq_len, num_kv, vocab, fmt)
+  if num_train is not None and num_train < 1:
+    raise ValueError(f"MQAR dataset {name!r}: the fixed train set needs >= 1 example")
+  return MqarSpec(seq_len, num_kv, vocab, fmt, num_train)
+
+
 def _mqar_args(name: str) -> tuple[int, int, int] | None:
-  if name == "mqar":
-    return MQAR_DEFAULT
-  m = re.fullmatch(r"mqar-(\d+)-(\d+)-(\d+)", name)
-  if m:
-    args = tuple(int(g) for g in m.groups())
-    mqar.check_args(*args)
-    return args
-  return None
+  spec = mqar_spec(name)
+  return None if spec is None else (spec.seq_len, spec.num_kv, spec.vocab_size)
 
 
 def get_info(name: str) -> Info:
@@ -68,14 +89,16 @@ def get_info(name: str) -> Info:
     tasks = tuple(TaskSpec(t, "lm", v, metric="token_accuracy")
                   for t in GCIDE_TASKS)
     return Info(name, "tokens", (GCIDE_SEQ_LEN,), tasks, n, v)
-  args = _mqar_args(name)
-  if args is not None:
-    seq_len, _, vocab = args
-    return Info(name, "tokens", (seq_len,),
-                (TaskSpec("mqar", "lm", vocab, metric="token_accuracy"),),
-                dict(MQAR_SPLIT_SIZES), vocab)
+  spec = mqar_spec(name)
+  if spec is not None:
+    sizes = dict(MQAR_SPLIT_SIZES)
+    if spec.num_train is not None:
+      sizes["train"] = spec.num_train
+    return Info(name, "tokens", (spec.seq_len,),
+                (TaskSpec("mqar", "lm", spec.vocab_size, metric="token_accuracy"),),
+                sizes, spec.vocab_size)
   raise ValueError(f"unknown text dataset {name!r}; known: 'gcide_text', "
-                   f"'mqar', 'mqar-L-K-V'")
+                   f"'mqar[_legacy][-L-K-V][-nN]'")
 
 
 def gcide_example(split: str, index: int, seq_len: int = GCIDE_SEQ_LEN,
@@ -131,8 +154,8 @@ class Loader:
     self._perm_epoch, self._perm = None, None
 
   def _index(self, epoch: int, offset: np.ndarray) -> np.ndarray:
-    if not self.shuffle or self.name != "gcide_text":
-      # MQAR examples are i.i.d. draws already.
+    if not self.shuffle or (self.name != "gcide_text" and mqar_spec(self.name).num_train is None):
+      # Streamed MQAR examples are i.i.d. draws already; a fixed MQAR train set is reshuffled every epoch.
       return offset
     if self._perm_epoch != epoch:
       self._perm = np.random.default_rng([self.seed, epoch]).permutation(
@@ -153,12 +176,12 @@ class Loader:
         out["tokens"][r], out[task][r], out["mask/" + task][r] = (
             tokens, targets, 1.0)
     else:
-      seq_len, num_kv, vocab = _mqar_args(self.name)
+      spec = mqar_spec(self.name)
       seed = (self.seed if self.split == "train" else 0) * 3 + SPLITS.index(
           self.split)
       for r, i in enumerate(idx):
-        t, y = mqar.example(np.random.default_rng([seed, int(i)]), seq_len,
-                            num_kv, vocab)
+        t, y = mqar.example(np.random.default_rng([seed, int(i)]), spec.seq_len,
+                            spec.num_kv, spec.vocab_size, fmt=spec.fmt)
         out["tokens"][r], out["mqar"][r], out["mask/mqar"][r] = t, y, 1.0
     return out
 
@@ -209,3 +232,4 @@ class TextDataset:
 
 DATASETS.register("gcide_text", TextDataset())
 DATASETS.register("mqar", TextDataset(), family=True)
+DATASETS.register("mqar_legacy", TextDataset(), family=True)

@@ -1,0 +1,14 @@
+"""NYUDv2 multi-task with a slimmable ResNet-34 (or 18) encoder at output stride 16 (or 8) and dense heads;
+`control=1` trains it as a controllable model (widths 0.25..1 for encoder and heads, sandwich rule + CIKD).
+
+  python -m experiments.train --config configs/nyud_resnet.py:pretrained=/path/resnet34.safetensors,control=1 \
+      --workdir wd/nyud_r34_control
+  python -m experiments.train --config configs/nyud_resnet.py:smoke=1 --workdir /tmp/nyud_r_smoke
+Args: configs/common_dense.py and configs/common_resnet_dense.py.
+"""
+from configs import common_resnet_dense as resnet_dense
+from configs.nyud_vit import WEIGHTS
+
+
+def get_config(arg: str | None = None):
+  return resnet_dense.config("nyud_resnet", "nyud", (448, 576), WEIGHTS, arg)
