@@ -41,6 +41,7 @@ def get_config(arg: str | None = None):
   c.checkpoint.every_steps = min(2000, c.num_steps)
   c.optimizer.learning_rate = args.lr
   c.optimizer.warmup_steps = min(200, c.num_steps // 10)
+  c.optimizer.name = "adamw"
   c.optimizer.weight_decay = 5e-4
   width = args.width
   if not 0.0 < width <= 1.0:

@@ -27,11 +27,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.head = ml_collections.ConfigDict()
 
   c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adamw"  # decoupled weight decay; fields an optimizer ignores are errors
+  # Plain Adam: what every documented run used (its weight_decay field was silently ignored before fields that
+  # have no effect became errors). Set name='adamw' and weight_decay for decoupled weight decay.
+  c.optimizer.name = "adam"
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 0
   c.optimizer.schedule = "cosine"
-  c.optimizer.weight_decay = 1e-4
   c.optimizer.grad_clip_norm = 0.0
 
   # The train-step variant (mtl.train.registry.TRAIN_STEPS): 'standard', 'sandwich' (controllable MTL, needs
@@ -136,18 +137,21 @@ def apply_sharding_preset(c: ml_collections.ConfigDict, name: str) -> ml_collect
 
 
 def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
-                      pool_size: int = 8, cikd_weight: float = 1.0) -> ml_collections.ConfigDict:
+                      cikd_weight: float = 1.0, output_distill_weight: float = 1.0, num_random: int = 1
+                      ) -> ml_collections.ConfigDict:
   """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
-  heads at `widths`, trained with the sandwich rule (largest, smallest and one random configuration of a pool
-  of `pool_size` per step) and CIKD on the encoder features weighted by `cikd_weight`."""
+  heads at `widths`, trained with the sandwich rule (largest, smallest and `num_random` students per step that
+  cover every (encoder width, head width) pair; mtl/control/sandwich_step.py), CIKD on the encoder features
+  weighted by `cikd_weight` and distillation of the largest configuration's outputs weighted by
+  `output_distill_weight` (0 switches either off)."""
   c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict()
   c.control.enabled = True
   c.control.widths = tuple(widths)
-  c.control.num_random = 1
-  c.control.pool_size = pool_size
+  c.control.num_random = num_random
   c.control.cikd_weight = cikd_weight
   c.control.cikd_normalize = False
+  c.control.output_distill_weight = output_distill_weight
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   return c

@@ -12,4 +12,4 @@ def get_config(arg: str | None = None):
   if "width=" in (arg or ""):
     raise ValueError("control_cifar100_mtl trains every width; 'width=' is for configs/cifar100_mtl.py")
   c = cifar100_mtl.get_config(arg)
-  return common.make_controllable(c, pool_size=8)
+  return common.make_controllable(c)

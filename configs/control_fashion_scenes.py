@@ -7,7 +7,9 @@ over tasks moves compute between them.
   python -m experiments.control --workdir workdirs/ctrl_fs --budget 0.5 --preference 0.6,0.2,0.2 \
       --fixed_width_runs 0.5=workdirs/fs_w0.5,1.0=workdirs/fs_w1
 (the fixed-width runs: --config configs/fashion_scenes.py:width=0.5, ...; same steps and batch).
-Args as configs/fashion_scenes.py (tasks, steps=, batch=, lr=), except width.
+Args as configs/fashion_scenes.py (tasks, steps=, batch=, lr=, res=, seed=), except width, plus cikd= and
+distill= (the weights of CIKD and of output distillation, 0 = off; default 1 and 1) and num_random= (students
+per step beside the largest and smallest, default 1).
 """
 from configs import common, fashion_scenes
 
@@ -15,5 +17,9 @@ from configs import common, fashion_scenes
 def get_config(arg: str | None = None):
   if "width=" in (arg or ""):
     raise ValueError("control_fashion_scenes trains every width; 'width=' is for configs/fashion_scenes.py")
-  c = fashion_scenes.get_config(arg)
-  return common.make_controllable(c, pool_size=8)
+  own = {"cikd": 1.0, "distill": 1.0, "num_random": 1}
+  parts = [p for p in (arg or "").split(",") if p]
+  mine = common.parse_arg(",".join(p for p in parts if p.split("=")[0] in own), **own)
+  c = fashion_scenes.get_config(",".join(p for p in parts if p.split("=")[0] not in own) or None)
+  return common.make_controllable(c, cikd_weight=mine.cikd, output_distill_weight=mine.distill,
+                                  num_random=mine.num_random)

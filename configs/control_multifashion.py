@@ -11,4 +11,4 @@ def get_config(arg: str | None = None):
   c.num_steps = 1500
   c.model.encoder.stage_channels = (16, 32, 64)
   c.model.head.hidden_dim = 64
-  return common.make_controllable(c, pool_size=6)
+  return common.make_controllable(c)

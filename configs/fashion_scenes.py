@@ -6,7 +6,8 @@ better), 'edges' (item boundaries, F1). Shared conv encoder (stride 8 feature ma
   python -m experiments.train --config configs/fashion_scenes.py --workdir workdirs/fs_w1
   python -m experiments.train --config configs/fashion_scenes.py:width=0.5 --workdir workdirs/fs_w0.5
 Defaults: 3000 steps, batch 64, Adam lr 3e-3 (cosine, 100 warmup steps); args: tasks, steps=, batch=, lr=,
-width= (unknown args raise).
+width=, res= (64, or 32 / 16: the 'fashion_scenes<res>' datasets, mtl/data/builders/fashion_scenes_lowres.py),
+seed= (unknown args raise).
 
 Usage: --config configs/fashion_scenes.py                  (all three tasks, full width)
        --config configs/fashion_scenes.py:semseg           (single task; 'semseg+depth' for two)
@@ -25,8 +26,11 @@ GROUP = 8
 
 def get_config(arg: str | None = None):
   c = common.base_config()
-  args = common.parse_arg(arg, tasks=(), steps=3000, batch=64, lr=3e-3, width=1.0)
-  c.dataset.name = "fashion_scenes"
+  args = common.parse_arg(arg, tasks=(), steps=3000, batch=64, lr=3e-3, width=1.0, res=64, seed=0)
+  if args.res not in (64, 32, 16):
+    raise ValueError(f"fashion_scenes: res must be 64, 32 or 16, got {args.res}")
+  c.dataset.name = "fashion_scenes" if args.res == 64 else f"fashion_scenes{args.res}"
+  c.seed = args.seed
   c.dataset.tasks = args.tasks
   c.num_steps = args.steps
   c.batch_size = args.batch

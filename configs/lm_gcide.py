@@ -27,6 +27,7 @@ def get_config(arg: str | None = None):
   c.checkpoint.every_steps = 1000
   c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = min(500, c.num_steps // 10)
+  c.optimizer.name = "adamw"
   c.optimizer.weight_decay = 0.01
   c.optimizer.grad_clip_norm = 1.0
   c.model.name = "lm"

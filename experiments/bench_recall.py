@@ -180,18 +180,22 @@ def plot(out: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   lengths = sorted({r["seq_len"] for r in out["runs"]})
   fig, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3.4), squeeze=False)
+  mixers = sorted({r["mixer"] for r in out["runs"]})
+  style = {m: (f"C{i}", "os^vDx*"[i % 7]) for i, m in enumerate(mixers)}   # one colour and marker per mixer
   for ax, length in zip(axes[0], lengths):
     runs = [r for r in out["runs"] if r["seq_len"] == length]
     for mixer in sorted({r["mixer"] for r in runs}):
       rs = sorted((r for r in runs if r["mixer"] == mixer), key=lambda r: r["width"])
-      ax.plot([r["width"] for r in rs], [r["recall"] for r in rs], "o-", label=mixer)
+      color, marker = style[mixer]
+      ax.plot([r["width"] for r in rs], [r["recall"] for r in rs], "-", color=color, marker=marker,
+              markerfacecolor="none", markersize=9, label=mixer)
+    ax.legend(fontsize=7, loc="center right")
     ax.axhline(1.0 / num_pairs(length), color="gray", ls=":", lw=1, label="chance 1/K")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("model width")
     ax.set_title(f"L={length}, K={num_pairs(length)} pairs")
     ax.set_ylim(0, 1.02)
   axes[0][0].set_ylabel("MQAR recall (test)")
-  axes[0][-1].legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 

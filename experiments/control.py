@@ -3,11 +3,15 @@ r"""Budget + preference -> width configuration, and the controllability table of
   python -m experiments.control --workdir workdirs/ctrl_mf --budget 0.5 --preference 0.7,0.3
   python -m experiments.control --workdir workdirs/ctrl_mf --budget 0.5 --preference 0.7,0.3 --json ctrl.json
 
---budget is a fraction of the full-width MACs when <= 1, else MACs per example. The first call measures
---num_configs sampled width configurations on the validation split (cached in <workdir>/control_table.json);
-the search picks from them; the chosen configuration is then evaluated on the test split. The controllability
-report (rank correlation of preference vs performance at each budget, performance vs budget) goes to --json,
-and the Pareto-front and budget-curve PNGs to the workdir.
+--budget is a fraction of the full-width MACs when <= 1, else MACs per example. The first call measures EVERY
+width configuration on the validation split (--num_configs 0, the default: W * W evaluations give all W ** (T + 1)
+configurations, mtl/control/table.py:measure_all_configs; or --num_configs N sampled ones), cached in
+<workdir>/control_table.json; the search picks from them; the chosen configuration is then evaluated on the test
+split. The controllability report goes to --json: at each of --report_budgets (fractions of full MACs) the search
+for each of >= --preference_points distinct preference vectors (a grid on the simplex), the per-task and mean
+Spearman correlation between preference weight and task metric, and the hypervolume of each task's
+metric-vs-MACs front. PNGs in the workdir: per-task fronts (task_fronts.png, with the fixed-width models and the
+searched configurations), the 2-task Pareto plane and the budget curves.
 
 --fixed_width_runs 0.5=DIR,1.0=DIR2 compares with independently trained fixed-width models (e.g.
 `configs/fashion_scenes.py:width=0.5`, the same channel counts as the slimmable model at width 0.5): the
@@ -32,9 +36,9 @@ from mtl.train import loop
 _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of a run trained with a control config.")
 _BUDGET = flags.DEFINE_float("budget", 1.0, "MACs budget: fraction of full width (<= 1) or MACs per example.")
 _PREFERENCE = flags.DEFINE_string("preference", None, "Comma-separated task weights (default: uniform).")
-_NUM_CONFIGS = flags.DEFINE_integer("num_configs", 16, "Width configurations to measure for the search.")
-_BUDGETS = flags.DEFINE_string("report_budgets", "0.25,0.5,0.75,1.0", "Budget fractions of the report.")
-_SWEEP = flags.DEFINE_integer("preference_points", 5, "Preference vectors per budget in the report.")
+_NUM_CONFIGS = flags.DEFINE_integer("num_configs", 0, "Width configurations to measure (0: every one).")
+_BUDGETS = flags.DEFINE_string("report_budgets", "0.25,0.5,0.75", "Budget fractions of the report.")
+_SWEEP = flags.DEFINE_integer("preference_points", 10, "At least this many distinct preference vectors per budget.")
 _MAX_BATCHES = flags.DEFINE_integer("max_val_batches", None, "Limit validation batches per configuration.")
 _FIXED = flags.DEFINE_string("fixed_width_runs", None,
                              "width=workdir pairs of fixed-width runs to compare with, comma-separated.")
@@ -81,7 +85,9 @@ def compare_fixed_width(exp, state, runs: list[tuple[float, str]]) -> list[dict]
       fixed_model_cfg = ml_collections.ConfigDict(json.load(f)["model"])
     full = WidthConfig.create(1.0, {n: 1.0 for n in names})
     fixed_macs = count_macs_from_config(fixed_model_cfg, exp.tasks, full, shape)["total"]
-    out.append({"width": width, "fixed_workdir": workdir, "config": config.key(), "controllable": main_ours,
+    full_macs = count_macs(exp.model, full, shape)["total"]
+    out.append({"width": width, "fixed_workdir": workdir, "macs_fraction": fixed_macs / full_macs,
+                "config": config.key(), "controllable": main_ours,
                 "fixed": main_fixed, "delta_m": evaluate_lib.delta_m(main_ours, main_fixed, hib),
                 "macs": macs, "fixed_macs": fixed_macs})
     print(f"\nwidth {width}: controllable {config.key()} ({macs:,} MACs) vs fixed-width run {workdir} "
@@ -126,8 +132,14 @@ def main(argv):
                                             os.path.join(_WORKDIR.value, "pareto.png"), chosen=runs,
                                             higher_is_better=hib))
   pngs.append(controllability.plot_budget_curves(report, os.path.join(_WORKDIR.value, "budget_curves.png")))
-  print("plots:", ", ".join(pngs))
+  print("hypervolume of each task's metric-vs-MACs front (MACs as a fraction of full):",
+        {t: round(v, 5) for t, v in report["hypervolume"].items()})
   fixed = compare_fixed_width(exp, state, parse_fixed_runs(_FIXED.value)) if _FIXED.value else []
+  searched = [r for e in report["budgets"] for r in e.get("runs", [])]
+  fixed_pts = [{"width": f["width"], "macs_fraction": f["macs_fraction"], "metrics": f["fixed"]} for f in fixed]
+  pngs.append(controllability.plot_task_fronts(table, names, os.path.join(_WORKDIR.value, "task_fronts.png"),
+                                               hib, searched=searched, fixed=fixed_pts))
+  print("plots:", ", ".join(pngs))
   if _JSON.value:
     with open(_JSON.value, "w") as f:
       json.dump({"chosen": chosen.to_json(), "test": test, "budget_macs": budget, "full_macs": full,

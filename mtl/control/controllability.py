@@ -6,6 +6,7 @@ the task's preference weight and its performance across the sweep; report the me
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Mapping, Sequence
 
@@ -42,9 +43,13 @@ def rank_correlation(preferences: np.ndarray, performances: np.ndarray,
   return {"per_task": rhos, "mean": float(np.mean(finite)) if finite else float("nan")}
 
 
-def preference_sweep(num_tasks: int, num_points: int = 5) -> np.ndarray:
-  """[P, T] preference vectors: for 2 tasks a line (a, 1-a), a in linspace(0.1, 0.9); for T > 2 each task
-  in turn dominant at levels linspace(0.4, 0.8, num_points // T or 1) with the rest shared equally."""
+def preference_sweep(num_tasks: int, num_points: int = 10) -> np.ndarray:
+  """[P, T] distinct preference vectors (rows sum to 1), P >= num_points.
+
+  2 tasks: the line (a, 1 - a), a in linspace(0.1, 0.9, num_points). T > 2 tasks: the interior grid of the
+  simplex with step 1 / n, every vector k / n with positive integers k summing to n, for the smallest n that
+  gives at least num_points vectors (T = 3: n = 6 gives 10 vectors, n = 7 gives 15).
+  """
   if num_tasks < 1 or num_points < 2:
     raise ValueError(f"need num_tasks >= 1 and num_points >= 2, got {num_tasks}, {num_points}")
   if num_tasks == 1:
@@ -52,13 +57,49 @@ def preference_sweep(num_tasks: int, num_points: int = 5) -> np.ndarray:
   if num_tasks == 2:
     a = np.linspace(0.1, 0.9, num_points)
     return np.stack([a, 1 - a], axis=1)
-  rows = []
-  for t in range(num_tasks):
-    for lvl in np.linspace(0.4, 0.8, max(num_points // num_tasks, 1)):
-      r = np.full(num_tasks, (1 - lvl) / (num_tasks - 1))
-      r[t] = lvl
-      rows.append(r)
+  n = num_tasks
+  while math.comb(n - 1, num_tasks - 1) < num_points:
+    n += 1
+  rows = [np.array(c, np.float64) / n for c in _compositions(n, num_tasks)]
   return np.array(rows)
+
+
+def _compositions(n: int, parts: int):
+  """Every tuple of `parts` positive integers summing to n (lexicographic)."""
+  if parts == 1:
+    yield (n,)
+    return
+  for first in range(1, n - parts + 2):
+    for rest in _compositions(n - first, parts - 1):
+      yield (first,) + rest
+
+
+def hypervolume_2d(macs: np.ndarray, metric: np.ndarray, higher_is_better: bool = True,
+                   reference: tuple[float, float] | None = None) -> float:
+  """Area dominated by the (MACs, metric) points (fewer MACs and a better metric dominate), up to `reference`.
+
+  Args:
+    macs: [N] cost of each configuration (e.g. as a fraction of full width).
+    metric: [N] task metric.
+    reference: (MACs, metric) worst corner; default (max MACs, worst metric) of the points. Points not strictly
+      better than it in both coordinates add nothing.
+  Returns: float, in units of MACs x metric.
+  """
+  x, y = np.asarray(macs, np.float64), np.asarray(metric, np.float64)
+  if x.ndim != 1 or x.shape != y.shape or x.size == 0 or not (np.isfinite(x).all() and np.isfinite(y).all()):
+    raise ValueError(f"hypervolume_2d needs finite [N >= 1] MACs and metrics of one shape, got {x.shape}, {y.shape}")
+  q = y if higher_is_better else -y
+  if reference is None:
+    rx, rq = float(x.max()), float(q.min())
+  else:
+    rx, rq = float(reference[0]), float(reference[1]) * (1.0 if higher_is_better else -1.0)
+  keep = (x < rx) & (q > rq)
+  area, best = 0.0, rq
+  for xi, qi in sorted(zip(x[keep], q[keep])):  # sweep by increasing MACs; the front rises in q
+    if qi > best:
+      area += (rx - xi) * (qi - best)
+      best = qi
+  return float(area)
 
 
 def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], budgets: Sequence[float],
@@ -83,11 +124,25 @@ def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], b
       continue
     for pref, r in zip(preferences, results):
       entry["runs"].append({"preference": list(normalize_preference(pref, tasks).values()), **r.to_json()})
+    entry["distinct_preferences"] = len({tuple(np.round(p, 9)) for p in np.asarray(preferences)})
+    entry["distinct_configs"] = len({r.config for r in results})
     perf = np.array([[r.metrics[t] for t in tasks] for r in results])
     entry["rank_correlation"] = (rank_correlation(np.asarray(preferences), perf, [hib[t] for t in tasks])
                                  if len(results) >= 2 else None)
     out["budgets"].append(entry)
+  full = max(m.macs for m in table)
+  out["hypervolume"] = {t: hypervolume_2d(np.array([m.macs / full for m in table]),
+                                          np.array([m.metrics[t] for m in table]), hib[t],
+                                          (1.0, _worst([m.metrics[t] for m in table], hib[t])))
+                        for t in tasks}
+  out["hypervolume_note"] = ("area of each task's metric-vs-MACs front (MACs as a fraction of full width), "
+                             "reference (1.0, the worst metric in the table)")
+  out["num_configs"] = len(table)
   return out
+
+
+def _worst(values: Sequence[float], higher_is_better: bool) -> float:
+  return float(min(values) if higher_is_better else max(values))
 
 
 def pareto_front(points: np.ndarray, maximize: Sequence[bool] | None = None) -> np.ndarray:
@@ -160,3 +215,79 @@ def plot_budget_curves(report: Mapping, path: str, preference_index: int = 0) ->
   ax.set_title(f"performance vs budget (preference {pref})", fontsize=9)
   ax.legend(fontsize=7)
   return _save(fig, path)
+
+
+def _place_labels(xy_display: np.ndarray, size: tuple[float, float]) -> list[tuple[float, float]]:
+  """Greedy label offsets (points) so that label boxes of `size` do not overlap each other."""
+  candidates = [(6, 6), (6, -12), (-6 - size[0], 6), (-6 - size[0], -12), (6, 18), (6, -24), (-6 - size[0], 18),
+                (-6 - size[0], -24), (6, 30), (6, -36)]
+  placed, out = [], []
+  for x, y in xy_display:
+    for dx, dy in candidates:
+      box = (x + dx, y + dy, x + dx + size[0], y + dy + size[1])
+      if all(box[2] <= b[0] or box[0] >= b[2] or box[3] <= b[1] or box[1] >= b[3] for b in placed):
+        break
+    placed.append(box)
+    out.append((dx, dy))
+  return out
+
+
+def plot_task_fronts(table: Sequence[Measurement], tasks: Sequence[str], path: str,
+                     higher_is_better: Mapping[str, bool] | None = None, searched: Sequence[Mapping] = (),
+                     fixed: Sequence[Mapping] = ()) -> str:
+  """PNG: one panel per task, metric vs MACs (fraction of full width) of every measured configuration, the
+  task's front drawn, `fixed` models ({'width', 'macs_fraction', 'metrics'}) as separate markers, and the
+  `searched` configurations ({'config', 'macs', 'metrics'}) numbered without overlapping labels; the numbers are
+  keyed to the configurations in a text box below the panels. Returns `path`."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  hib = {t: True for t in tasks}
+  hib.update(higher_is_better or {})
+  full = max(m.macs for m in table)
+  x = np.array([m.macs / full for m in table])
+  uniq = list(dict.fromkeys(r["config"] for r in searched))
+  fig, axes = plt.subplots(1, len(tasks), figsize=(4.6 * len(tasks), 4.4), dpi=110, squeeze=False)
+  for ax, t in zip(axes[0], tasks):
+    y = np.array([m.metrics[t] for m in table])
+    ax.scatter(x, y, s=6, c="0.7", label=f"all {len(table)} configs (val)")
+    front = pareto_front(np.stack([x, y], 1), (False, hib[t]))
+    ax.step(x[front], y[front], "k-", where="post", lw=1.2, label="front")
+    for f in fixed:
+      ax.plot(f["macs_fraction"], f["metrics"][t], "r*", ms=11, mec="k", mew=0.5)
+    if fixed:
+      ax.plot([], [], "r*", ms=9, label="fixed-width models (test)")
+    if uniq:
+      pts = {}
+      for r in searched:
+        pts[r["config"]] = (r["macs"] / full, r["metrics"][t])
+      xy = np.array([pts[c] for c in uniq])
+      ax.scatter(xy[:, 0], xy[:, 1], s=22, facecolors="none", edgecolors="tab:blue", label="searched (val)")
+      fig.canvas.draw()
+      disp = ax.transData.transform(xy) * 72.0 / fig.dpi
+      for i, (off, (px, py)) in enumerate(zip(_place_labels(disp, (10, 8)), xy)):
+        ax.annotate(str(i + 1), (px, py), xytext=off, textcoords="offset points", fontsize=7, color="tab:blue",
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "tab:blue"})
+    ax.set_xlabel("MACs / full-width MACs")
+    ax.set_ylabel(f"{t} ({'higher' if hib[t] else 'lower'} is better)")
+    ax.set_title(t)
+    ax.legend(fontsize=7, loc="best")
+  if uniq:
+    text = "   ".join(f"{i + 1}: {c}" for i, c in enumerate(uniq))
+    fig.text(0.01, 0.005, "\n".join(_wrap(text, 170)), fontsize=6.5, va="bottom", family="monospace")
+    fig.subplots_adjust(bottom=0.12 + 0.03 * len(_wrap(text, 170)))
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def _wrap(text: str, width: int) -> list[str]:
+  lines, cur = [], ""
+  for part in text.split("   "):
+    if cur and len(cur) + 3 + len(part) > width:
+      lines.append(cur)
+      cur = part
+    else:
+      cur = f"{cur}   {part}" if cur else part
+  return lines + ([cur] if cur else [])

@@ -91,6 +91,12 @@ def all_configs(widths: Sequence[float], tasks: Sequence[str]) -> Iterator[Width
     yield WidthConfig.create(combo[0], dict(zip(tasks, combo[1:])))
 
 
+def uniform_head_configs(widths: Sequence[float], tasks: Sequence[str]) -> list[WidthConfig]:
+  """The W * W configs (encoder e, every head at h): together they hold every (encoder, head) width pair."""
+  ws, tasks = _check(widths, tasks)
+  return [WidthConfig.create(e, {t: h for t in tasks}) for e in ws for h in ws]
+
+
 def random_config(rng: np.random.Generator, widths: Sequence[float], tasks: Sequence[str]) -> WidthConfig:
   """Encoder and every head width drawn independently and uniformly from `widths`."""
   ws, tasks = _check(widths, tasks)

@@ -87,11 +87,16 @@ class ClassificationHead(nn.Module):
     return slimmable.scale_channels(self.hidden_dim, w, min(self.divisor, self.hidden_dim))
 
   @nn.compact
-  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False) -> jnp.ndarray:
+  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False,
+               mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    """`mask` [hidden_dim] (0/1, see `hidden_mask`): run at full width with the inactive hidden units zeroed,
+    which equals the sliced call at the width whose mask it is (training a traced head width, no recompile)."""
     del train
-    h = self.active_hidden(width)
+    h = self.active_hidden(width) if mask is None else _check_mask(mask, width, self.hidden_dim)
     x = pool_features(features)
     x = nn.relu(SlimDense(self.hidden_dim, name="hidden")(x, h))
+    if mask is not None:
+      x = x * mask.astype(x.dtype)
     return SlimDense(self.num_outputs, name="out")(x)
 
 
@@ -115,16 +120,37 @@ class DenseHead(nn.Module):
     return slimmable.scale_channels(self.hidden_dim, w, self.group_size)
 
   @nn.compact
-  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False) -> jnp.ndarray:
+  def __call__(self, features: jnp.ndarray, *, width: float = 1.0, train: bool = False,
+               mask: jnp.ndarray | None = None) -> jnp.ndarray:
+    """`mask` [hidden_dim] (0/1, see `hidden_mask`): full-width channels with the inactive ones zeroed after each
+    norm + ReLU. Active counts are multiples of group_size, so every GroupNorm group is wholly active or
+    inactive and the result equals the sliced call at the mask's width."""
     del train
     if len(self.out_hw) != 2 or min(self.out_hw) < 1:
       raise ValueError(f"DenseHead: out_hw must be (H, W) with positive sizes, got {self.out_hw}")
-    h = self.active_hidden(width)
+    h = self.active_hidden(width) if mask is None else _check_mask(mask, width, self.hidden_dim)
+    keep = (lambda y: y) if mask is None else (lambda y: y * mask.astype(y.dtype))
     x = tokens_to_map(features)
-    x = nn.relu(SlimGroupNorm(self.group_size, name="norm0")(SlimConv(self.hidden_dim, name="conv0")(x, h)))
+    x = keep(nn.relu(SlimGroupNorm(self.group_size, name="norm0")(SlimConv(self.hidden_dim, name="conv0")(x, h))))
     x = resize_bilinear(x, self.out_hw)
-    x = nn.relu(SlimGroupNorm(self.group_size, name="norm1")(SlimConv(self.hidden_dim, name="conv1")(x, h)))
+    x = keep(nn.relu(SlimGroupNorm(self.group_size, name="norm1")(SlimConv(self.hidden_dim, name="conv1")(x, h))))
     return SlimConv(self.num_outputs, (1, 1), name="out")(x)
+
+
+def _check_mask(mask: jnp.ndarray, width: float, hidden_dim: int) -> int:
+  if width != 1.0:
+    raise ValueError(f"a head called with a mask runs at full width (the mask sets the width), got width={width}")
+  if mask.shape != (hidden_dim,):
+    raise ValueError(f"head mask must have shape [{hidden_dim}] (hidden_dim), got {mask.shape}")
+  return hidden_dim
+
+
+def hidden_mask(head: nn.Module, width: float) -> np.ndarray:
+  """float32 [hidden_dim]: 1 on the hidden units `head` keeps at `width` (its leading `active_hidden(width)`)."""
+  if not (hasattr(head, "active_hidden") and hasattr(head, "hidden_dim")):
+    raise ValueError(f"{type(head).__name__} has no slimmable hidden layer (active_hidden, hidden_dim), so its "
+                     "width cannot be masked")
+  return (np.arange(head.hidden_dim) < head.active_hidden(width)).astype(np.float32)
 
 
 def _head_kwargs(spec: TaskSpec, cfg: ml_collections.ConfigDict) -> dict:

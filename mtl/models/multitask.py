@@ -7,9 +7,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from mtl.models.encoders import build_encoder
-from mtl.models.heads import build_head
+from mtl.models.heads import build_head, hidden_mask
 from mtl.models.registry import MODELS
 from mtl.nn import partitioning
 from mtl.tasks.base import TaskSpec
@@ -26,14 +27,17 @@ class MultiTaskModel(nn.Module):
   heads: Mapping[str, nn.Module]
 
   def __call__(self, x: jnp.ndarray, *, train: bool = False, encoder_width: float = 1.0,
-               head_widths: Mapping[str, float] | None = None, return_features: bool = False
+               head_widths: Mapping[str, float] | None = None, return_features: bool = False,
+               head_masks: Mapping[str, jnp.ndarray] | None = None
                ) -> dict[str, jnp.ndarray] | tuple[dict[str, jnp.ndarray], jnp.ndarray]:
-    """Args: x [B, ...] inputs; widths in (0, 1] pick slimmed sub-networks (1.0 = full width).
+    """Args: x [B, ...] inputs; widths in (0, 1] pick slimmed sub-networks (1.0 = full width); `head_masks`
+    (task -> [hidden_dim] 0/1, possibly traced) run those heads at full width with their hidden units masked,
+    equal to the sliced heads at the masks' widths (training; see `head_mask_tables`).
 
     Returns: task name -> outputs (e.g. logits [B, C]); with `return_features`, also the shared features.
     """
     features = self.encode(x, train=train, encoder_width=encoder_width)
-    outputs = self.decode(features, train=train, head_widths=head_widths)
+    outputs = self.decode(features, train=train, head_widths=head_widths, head_masks=head_masks)
     return (outputs, features) if return_features else outputs
 
   def encode(self, x: jnp.ndarray, *, train: bool = False, encoder_width: float = 1.0) -> jnp.ndarray:
@@ -43,14 +47,23 @@ class MultiTaskModel(nn.Module):
     return partitioning.constrain(features, ("batch",) + (None,) * (features.ndim - 1))
 
   def decode(self, features: jnp.ndarray, *, train: bool = False,
-             head_widths: Mapping[str, float] | None = None) -> dict[str, jnp.ndarray]:
+             head_widths: Mapping[str, float] | None = None,
+             head_masks: Mapping[str, jnp.ndarray] | None = None) -> dict[str, jnp.ndarray]:
     """Task outputs from shared features (use with `apply(..., method='decode')`)."""
-    head_widths = dict(head_widths or {})
-    unknown = set(head_widths) - set(self.heads)
+    head_widths, head_masks = dict(head_widths or {}), dict(head_masks or {})
+    unknown = (set(head_widths) | set(head_masks)) - set(self.heads)
     if unknown:
       raise ValueError(f"head widths given for unknown tasks {sorted(unknown)}; tasks: {sorted(self.heads)}")
-    return {name: head(features, width=head_widths.get(name, 1.0), train=train)
+    both = set(head_widths) & set(head_masks)
+    if both:
+      raise ValueError(f"tasks {sorted(both)} have both a head width and a head mask; give one")
+    return {name: head(features, width=head_widths.get(name, 1.0), train=train,
+                       **({"mask": head_masks[name]} if name in head_masks else {}))
             for name, head in self.heads.items()}
+
+  def head_mask_tables(self, widths: tuple[float, ...]) -> dict[str, np.ndarray]:
+    """task -> float32 [len(widths), hidden_dim]: row i is the hidden-unit mask of that head at widths[i]."""
+    return {name: np.stack([hidden_mask(head, w) for w in widths]) for name, head in self.heads.items()}
 
 
 @MODELS.register("multitask")

@@ -89,7 +89,7 @@ def test_bad_config_args_are_named():
   with pytest.raises(ValueError, match=r"width must be in \(0, 1\]"):
     _load("cifar100_mtl", "width=0")
   for name in ("fashion_scenes", "control_fashion_scenes", "cifar100_mtl", "control_cifar100_mtl"):
-    with pytest.raises(ValueError, match=r"unknown config arg 'stpes' in 'stpes=20'; known: batch, lr, steps"):
+    with pytest.raises(ValueError, match=r"unknown config arg 'stpes' in 'stpes=20'; known: batch, .*steps"):
       _load(name, "stpes=20")
   assert _load("fashion_scenes", "semseg+depth").dataset.tasks == ("semseg", "depth")
   with pytest.raises(ValueError, match="unknown task name"):  # raised when the loop selects the tasks

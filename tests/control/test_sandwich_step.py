@@ -1,4 +1,7 @@
-"""Sandwich-rule step: loss = teacher + smallest + picked pool config + CIKD, and it trains in the loop."""
+"""Sandwich-rule step: loss = teacher + smallest + covering students (+ CIKD + output distillation), one compiled
+variant per students' encoder widths, head widths traced; it trains in the loop."""
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -6,50 +9,73 @@ import numpy as np
 import pytest
 
 from mtl import sharding
-from mtl.control.cikd import cikd_loss
+from mtl.control import coverage
 from mtl.control import widths as widths_lib
+from mtl.control.cikd import cikd_loss
+from mtl.control.output_distill import output_distill_losses
+from mtl.control.sandwich_step import make_sandwich_train_step, sandwich_step
 from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
-from mtl.control.sandwich_step import make_sandwich_train_step, pool_picks, random_pool, sandwich_step
-from mtl.train.step import ScheduledStep
-from mtl.train.step import task_losses_and_stats
+from mtl.train.step import ScheduledStep, task_losses_and_stats
+
+WIDTHS = (0.5, 1.0)
 
 
-def _control_config(num_steps=4):
+def _control_config(num_steps=4, **control):
   c = synthetic_config(num_steps, every_steps=100)
   c.train_step = "sandwich"
-  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1, pool_size=3,
-                                             cikd_weight=0.5, cikd_normalize=False))
+  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=WIDTHS, num_random=1, cikd_weight=0.5,
+                                             cikd_normalize=False, output_distill_weight=0.3, **control))
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   return c
 
 
-def test_sandwich_loss_is_sum_over_configs_plus_cikd():
-  config = _control_config()
-  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
-  exp = loop.build_experiment(config, mesh)
-  picks = pool_picks(config.seed, 1, 1, 3)
-  step = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, config.seed,
-                                  picks)
+def _batch():
   batch = next(synthetic_data.make_loader("synthetic", "train", batch_size=16))
-  batch = {k: jnp.asarray(v) for k, v in batch.items()}
-  _, out = jax.jit(step)(exp.state, batch)
+  return {k: jnp.asarray(v) for k, v in batch.items()}
 
+
+@pytest.fixture(scope="module")
+def exp():
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  return loop.build_experiment(_control_config(), mesh)
+
+
+def _reference_objective(exp, batch, step, cikd_w, distill_w, seed=0):
+  """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
-  state = exp.state
-  pool = random_pool(config.control, names, config.seed)
-  configs = [widths_lib.largest((0.5, 1.0), names), widths_lib.smallest((0.5, 1.0), names), pool[picks[0]]]
-  total, feats = 0.0, []
+  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names))
+  student = widths_lib.WidthConfig.create(WIDTHS[int(enc[0])], {t: WIDTHS[int(heads[0, i])]
+                                                                 for i, t in enumerate(names)})
+  configs = [widths_lib.largest(WIDTHS, names), widths_lib.smallest(WIDTHS, names), student]
+  total, feats, outs = 0.0, [], []
   for cfg in configs:
-    o, f = exp.model.apply({"params": state.params}, batch["image"], train=True, return_features=True,
+    o, f = exp.model.apply({"params": exp.state.params}, batch["image"], train=True, return_features=True,
                            **cfg.apply_kwargs())
-    losses, _ = task_losses_and_stats(o, batch, exp.tasks)
-    total += float(jnp.sum(losses))
+    total += float(jnp.sum(task_losses_and_stats(o, batch, exp.tasks)[0]))
     feats.append(f)
-  total += 0.5 * sum(float(cikd_loss(f, feats[0])) for f in feats[1:])
-  np.testing.assert_allclose(float(out["scalars"]["objective"]), total, rtol=1e-5)
+    outs.append(o)
+  total += cikd_w * sum(float(cikd_loss(f, feats[0])) for f in feats[1:])
+  total += distill_w * sum(float(jnp.sum(output_distill_losses(o, outs[0], batch, exp.tasks))) for o in outs[1:])
+  return total, student
+
+
+@pytest.mark.parametrize("cikd_w,distill_w", [(0.5, 0.3), (0.0, 0.0)])
+def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w):
+  batch = _batch()
+  control = exp.config.control.copy_and_resolve_references()
+  control.cikd_weight, control.output_distill_weight = cikd_w, distill_w
+  for step in (1, 2, 3):
+    state = exp.state.replace(step=jnp.asarray(step - 1, exp.state.step.dtype))
+    enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks))
+    fn = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", control, 0, enc)
+    _, out = jax.jit(fn)(state, batch)
+    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w)
+    np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
+    for t, w in student.heads:  # the traced head widths are the host-side draws
+      assert float(out["scalars"][f"control/head_width/0/{t}"]) == w
 
 
 def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
@@ -58,63 +84,67 @@ def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
   assert result["step"] == 4
   exp, state, step = loop.restore_experiment(str(tmp_path))
   assert step == 4
-  small = widths_lib.smallest((0.5, 1.0), [t.name for t in exp.tasks])
+  small = widths_lib.smallest(WIDTHS, [t.name for t in exp.tasks])
   metrics = loop.evaluate_split(exp, state, "test", model_kwargs=small.apply_kwargs())
   assert set(metrics) == {"even", "odd"} and all(0 <= m["accuracy"] <= 1 for m in metrics.values())
 
 
-def test_scheduled_step_picks_are_deterministic_and_cover_the_pool(monkeypatch):
-  config = _control_config()
-  exp = loop.build_experiment(config)
+def test_one_compiled_variant_per_encoder_key(exp):
   scheduled = sandwich_step(exp)
   assert isinstance(scheduled, ScheduledStep)
-  keys = [scheduled.key_for_step(s) for s in range(1, 61)]
-  assert keys == [pool_picks(config.seed, s, 1, 3) for s in range(1, 61)]  # a resumed run redraws the same
-  assert {k for k in keys} == {(0,), (1,), (2,)}
-  # The loop compiles one variant per distinct pick, not one per step.
+  keys = [scheduled.key_for_step(s) for s in range(1, 9)]
+  assert keys == [coverage.encoder_key(0, s, 1, WIDTHS, 2) for s in range(1, 9)]  # a resumed run redraws them
+  assert set(keys) == {(0.5,), (1.0,)}
   built = []
   original = scheduled.build
   runner = loop.step_runner(exp, ScheduledStep(scheduled.key_for_step, lambda k: built.append(k) or original(k)))
-  batch = next(synthetic_data.make_loader("synthetic", "train", batch_size=16))
+  batch = sharding.shard_batch(next(synthetic_data.make_loader("synthetic", "train", batch_size=16)), exp.mesh)
   state = exp.state
-  for s in range(1, 7):
-    state, _ = runner(state, sharding.shard_batch(batch, exp.mesh), s)
-  assert sorted(built) == sorted({pool_picks(config.seed, s, 1, 3) for s in range(1, 7)})
+  for s in range(1, 9):
+    state, _ = runner(state, batch, s)
+  assert sorted(built) == sorted(set(keys))  # compiled once per key, not once per step or per head width
 
 
-def test_bad_control_values_are_named():
-  config = _control_config()
-  config.control.num_random = -1
-  exp = loop.build_experiment(config)
+def test_every_width_pair_of_every_task_is_trained_within_the_first_steps():
+  widths, tasks = (0.25, 0.5, 0.75, 1.0), 3
+  for num_random in (1, 2, 3):
+    steps = math.ceil(len(widths) ** 2 / num_random)
+    seen = {t: set() for t in range(tasks)}
+    for s in range(1, steps + 1):
+      enc, heads = coverage.step_draws(7, s, num_random, len(widths), tasks)
+      assert tuple(widths[int(i)] for i in enc) == coverage.encoder_key(7, s, num_random, widths, tasks)
+      for j in range(num_random):
+        for t in range(tasks):
+          seen[t].add((int(enc[j]), int(heads[j, t])))
+    assert all(len(v) == len(widths) ** 2 for v in seen.values()), (num_random, seen)
+  # Fresh configurations per block: the joint head choices of block 2 are not those of block 1.
+  first = [tuple(np.asarray(coverage.student_draw(7, d, 4, 3)[1])) for d in range(16)]
+  second = [tuple(np.asarray(coverage.student_draw(7, d, 4, 3)[1])) for d in range(16, 32)]
+  assert first != second
+  # Deterministic in (seed, step), different across seeds; traced and host draws agree.
+  assert coverage.encoder_key(7, 5, 2, widths, 3) == coverage.encoder_key(7, 5, 2, widths, 3)
+  assert [coverage.encoder_key(1, s, 1, widths, 3) for s in range(1, 17)] != [
+      coverage.encoder_key(2, s, 1, widths, 3) for s in range(1, 17)]
+  traced = jax.jit(lambda s: coverage.step_draws(7, s, 2, 4, 3))(jnp.int32(9))
+  host = coverage.step_draws(7, 9, 2, 4, 3)
+  for a, b in zip(traced, host):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_bad_control_values_are_named(exp):
+  def build(**changes):
+    control = exp.config.control.copy_and_resolve_references()
+    for k, v in changes.items():
+      control[k] = v
+    return make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", control, 0)
+
   with pytest.raises(ValueError, match="control.num_random"):
-    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0)
-  config.control.num_random = 1
-  with pytest.raises(ValueError, match="indices into the pool"):
-    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", config.control, 0, picks=(5,))
-
-
-def test_pool_covers_every_intermediate_encoder_width():
-  control = ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 0.75, 1.0), pool_size=4))
-  pool = random_pool(control, ["a", "b"], seed=0)
-  assert {c.encoder for c in pool} == {0.5, 0.75}
-  assert all(w in (0.25, 0.5, 0.75, 1.0) for c in pool for _, w in c.heads)
-
-
-@pytest.mark.parametrize("pool_size", [1, 3, 8, 10])
-def test_random_pool_covers_every_head_width_and_intermediate_encoder_width(pool_size):
-  widths = (0.25, 0.5, 0.75, 1.0)
-  control = ml_collections.ConfigDict(dict(widths=widths, pool_size=pool_size))
-  tasks = ["semseg", "depth", "edges"]
-  pool = random_pool(control, tasks, seed=0)
-  assert len(pool) == pool_size and pool == random_pool(control, tasks, seed=0)
-  assert [c.encoder for c in pool] == [(0.5, 0.75)[i % 2] for i in range(pool_size)]
-  for t in tasks:
-    counts = {w: sum(c.head_widths[t] == w for c in pool) for w in widths}
-    assert max(counts.values()) - min(counts.values()) <= 1, (t, counts)  # stratified, not i.i.d.
-    if pool_size >= len(widths):
-      assert min(counts.values()) >= 1
-    else:  # too small a pool for every width: intermediate widths first
-      assert {w for w, n in counts.items() if n} == set((0.5, 0.75, 0.25)[:pool_size])
-  assert len({tuple(c.head_widths[t] for c in pool) for t in tasks}) > 1 or pool_size == 1  # shuffled per task
-  with pytest.raises(ValueError, match="pool_size must be >= 1"):
-    random_pool(ml_collections.ConfigDict(dict(widths=widths, pool_size=0)), tasks, seed=0)
+    build(num_random=0)
+  with pytest.raises(ValueError, match="output_distill_weight must be >= 0"):
+    build(output_distill_weight=-1.0)
+  with pytest.raises(ValueError, match="cikd_normalize=True has no effect"):
+    build(cikd_weight=0.0, cikd_normalize=True)
+  with pytest.raises(ValueError, match="pool_size was removed"):
+    build(pool_size=8)
+  with pytest.raises(ValueError, match="encoder_widths"):
+    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.3,))

@@ -18,7 +18,7 @@ def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("ctrl"))
   c = synthetic_config(2, every_steps=100)
   c.train_step = "sandwich"
-  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1, pool_size=1,
+  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=(0.5, 1.0), num_random=1,
                                              cikd_weight=1.0))
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
@@ -40,6 +40,17 @@ def test_measure_search_and_cache(trained):
   assert chosen.macs == macs[0]
   with pytest.raises(ValueError, match="below the cheapest"):
     search_lib.search(macs[0] - 1, [0.5, 0.5], table, ["even", "odd"])
+
+
+def test_every_config_assembled_from_width_pairs_equals_direct_measurement(trained):
+  exp, state, step = loop.restore_experiment(trained)
+  table = control.measure_all_configs(exp, state, max_batches=2)
+  assert len(table) == 2 ** 3 and len({m.config for m in table}) == 8  # every configuration
+  direct = control.measure_table(exp, state, [m.config for m in table], max_batches=2)
+  for a, b in zip(table, direct):
+    assert a.config == b.config and a.macs == b.macs
+    for t in a.metrics:
+      np.testing.assert_allclose(a.metrics[t], b.metrics[t], rtol=1e-6, atol=1e-7)
 
 
 def test_preference_parsing_errors():

@@ -10,7 +10,8 @@ import optax
 
 from mtl.control import widths as widths_lib
 from mtl.control.cikd import cikd_loss
-from mtl.control.sandwich_step import make_sandwich_train_step, random_pool
+from mtl.control import coverage
+from mtl.control.sandwich_step import make_sandwich_train_step
 from mtl.nested_draft import distill_kl, make_nested_draft_step
 from mtl.nn.slimmable import SlimDense
 from mtl.optim import get_method
@@ -28,9 +29,13 @@ class AuxNet(nn.Module):
   def slim(self, width):
     return self
 
+  def head_mask_tables(self, widths):
+    return {}  # fixed-width heads: nothing to mask
+
   @nn.compact
-  def __call__(self, x, *, train=False, width=1.0, encoder_width=1.0, head_widths=None, return_features=False):
-    del head_widths
+  def __call__(self, x, *, train=False, width=1.0, encoder_width=1.0, head_widths=None, return_features=False,
+               head_masks=None):
+    del head_widths, head_masks
     h = nn.relu(SlimDense(16, name="enc")(x, int(16 * width * encoder_width)))
     self.sow("aux_loss", "balance", AUX * jnp.mean(h ** 2))
     out = {t.name: nn.BatchNorm(use_running_average=not train, name=f"bn_{t.name}")(
@@ -73,12 +78,13 @@ def test_standard_step_keeps_aux_and_batch_stats():
 
 def test_sandwich_step_keeps_aux_of_every_subnetwork_and_teacher_batch_stats():
   model, tx, method, batch, state = _setup()
-  control = ml_collections.ConfigDict(dict(widths=(0.5, 1.0), num_random=1, pool_size=2, cikd_weight=0.7))
-  step = make_sandwich_train_step(model, TASKS, tx, method, "image", control, seed=0, picks=(1,))
+  control = ml_collections.ConfigDict(dict(widths=(0.5, 1.0), num_random=1, cikd_weight=0.7))
+  enc = coverage.encoder_key(0, 1, 1, (0.5, 1.0), len(TASKS))
+  step = make_sandwich_train_step(model, TASKS, tx, method, "image", control, seed=0, encoder_widths=enc)
   new_state, metrics = jax.jit(step)(state, batch)
   names = [t.name for t in TASKS]
   configs = [widths_lib.largest((0.5, 1.0), names), widths_lib.smallest((0.5, 1.0), names),
-             random_pool(control, names, 0)[1]]
+             widths_lib.WidthConfig.create(enc[0], {t: 1.0 for t in names})]
   objective, auxes, feats = 0.0, [], []
   for cfg in configs:
     (out, f), aux, stats = _run(model, state, batch["image"], return_features=True, **cfg.apply_kwargs())

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command per run of the fashion-scenes-32 controllability benchmark (docs/control_fashion_scenes.md).
+# Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
+#        ctrl_distill ctrl_none); writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS> and its train.log.
+set -euo pipefail
+run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
+common="res=32,steps=$steps,batch=$batch,seed=$seed"
+case $run in
+  w*) cfg="configs/fashion_scenes.py:$common,width=${run#w}" ;;
+  ctrl) cfg="configs/control_fashion_scenes.py:$common,cikd=1,distill=1" ;;
+  ctrl_cikd) cfg="configs/control_fashion_scenes.py:$common,cikd=1,distill=0" ;;
+  ctrl_distill) cfg="configs/control_fashion_scenes.py:$common,cikd=0,distill=1" ;;
+  ctrl_none) cfg="configs/control_fashion_scenes.py:$common,cikd=0,distill=0" ;;
+  *) echo "unknown run $run" >&2; exit 2 ;;
+esac
+dir=workdirs/runs/fs32_${run}_s${seed}_${steps}_b${batch}
+mkdir -p "$dir"
+exec nice -n 5 python3 -m experiments.train --config "$cfg" --workdir "$dir" > "$dir/train.log" 2>&1
