@@ -81,12 +81,20 @@ def test_mgda_ub_feature_route():
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, ref)
 
 
+# Options a method cannot do without (every other method builds from its defaults).
+REQUIRED_OPTIONS = {"static": {"weights": (1.0, 2.0, 0.5)}}
+
+
+def _method(name):
+  return get_method(name, T, **REQUIRED_OPTIONS.get(name, {}))
+
+
 # Gradient methods are jitted (with their state, over several steps) in test_aggregation.py; here the loss
 # weighting methods and the feature route go through the jitted combine_gradients end to end.
-@pytest.mark.parametrize("name", [n for n in known_methods() if get_method(n, T).kind in ("loss", "features")])
+@pytest.mark.parametrize("name", [n for n in known_methods() if _method(n).kind in ("loss", "features")])
 def test_method_jits_and_keeps_state_structure(name):
   params, batch = _problem(3)
-  m = get_method(name, T)
+  m = _method(name)
   state = m.init(params)
   fn = jax.jit(lambda s, p, b, step: combine_gradients(m, s, _split(b), p, step))
   for step in range(2):
@@ -102,7 +110,7 @@ def test_method_jits_and_keeps_state_structure(name):
 
 def test_all_method_states_are_arrays_and_donatable():
   params, _ = _problem(3)
-  states = {name: get_method(name, T).init(params) for name in known_methods()}
+  states = {name: _method(name).init(params) for name in known_methods()}
   for name, state in states.items():
     assert all(isinstance(x, jax.Array) for x in jax.tree_util.tree_leaves(state)), name
   # the train step donates the state: no buffer may appear twice
