@@ -18,10 +18,10 @@ import json
 import os
 
 import jax
-import ml_collections
 from absl import app, flags, logging
 
 from mtl import evaluate as evaluate_lib
+from mtl.models.gqa_uptrain import uptrain_config
 from mtl.nn.attention import pool_kv_heads
 from mtl.train import checkpoint as ckpt_lib
 from mtl.train import loop
@@ -38,35 +38,6 @@ _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 0, "Evaluate source, pooled
                                      "first N test batches only (0: the whole split, as train_and_evaluate).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
-
-
-def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int | None,
-                   learning_rate: float | None, src_step: int | None = None) -> ml_collections.ConfigDict:
-  """The uptraining config: the source's with num_kv_heads, a short schedule and one final checkpoint.
-  src_step: steps the source was trained (default its num_steps); N defaults to 5% of it."""
-  if src.model.get("name") != "lm" or src.model.lm.get("mixer") != "softmax":
-    raise ValueError(f"GQA uptraining needs a softmax-mixer 'lm' run, got model {src.model.get('name')!r} "
-                     f"mixer {src.model.get('lm', {}).get('mixer')!r}")
-  heads = int(src.model.lm.num_heads)
-  if src.model.lm.get("num_kv_heads") not in (None, heads):
-    raise ValueError(f"source run already has num_kv_heads={src.model.lm.num_kv_heads}; uptrain from multi-head")
-  if num_kv_heads <= 0 or heads % num_kv_heads:
-    raise ValueError(f"num_kv_heads {num_kv_heads} must be positive and divide the source's {heads} heads")
-  cfg = ml_collections.ConfigDict(src.to_dict())
-  n = steps if steps is not None else max(1, round(0.05 * (src_step or src.num_steps)))
-  if n <= 0:
-    raise ValueError(f"steps must be positive, got {n}")
-  cfg.model.lm.num_kv_heads = None if num_kv_heads == heads else num_kv_heads
-  cfg.num_steps = n
-  cfg.optimizer.warmup_steps = min(int(src.optimizer.get("warmup_steps", 0)), n // 10)
-  if learning_rate is not None:
-    cfg.optimizer.learning_rate = learning_rate
-  cfg.checkpoint.every_steps = n
-  cfg.eval_every = 0
-  if cfg.get("draft", {}).get("widths", ()):   # no nested drafts while uptraining
-    cfg.draft.widths = ()
-    cfg.train_step = "standard"
-  return cfg
 
 
 def _evaluate(exp, state) -> dict:

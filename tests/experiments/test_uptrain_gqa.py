@@ -2,7 +2,7 @@
 import pytest
 
 from configs import lm_gcide
-from experiments.uptrain_gqa import uptrain_config
+from mtl.models.gqa_uptrain import uptrain_config
 
 
 def test_uptrain_config_sets_kv_heads_and_short_schedule():
