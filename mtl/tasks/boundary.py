@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from mtl.tasks.masking import sample_mask
+from mtl.tasks import shapes
 from mtl.tasks.registry import TASK_KINDS
 
 METRICS = ("ods_f", "ods_threshold", "precision", "recall", "loss")
@@ -115,12 +116,7 @@ def finalize(s: dict) -> dict[str, float]:
           "loss": float(s["loss_sum"]) / max(float(s["count"]), 1.0)}
 
 
-def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) -> str | None:
-  if len(logits_shape) != 4 or logits_shape[-1] != 1:
-    return f"expected logits [B, H, W, 1], got {logits_shape}"
-  if tuple(targets_shape) != tuple(logits_shape[:3]):
-    return f"expected targets [B, H, W] = {logits_shape[:3]}, got {targets_shape}"
-  return None
+check_shapes = shapes.single_channel_map
 
 
 

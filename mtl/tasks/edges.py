@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mtl.tasks import shapes
 from mtl.tasks.registry import TASK_KINDS
 from mtl.tasks.masking import sample_mask
 
@@ -46,12 +47,7 @@ def finalize(s: dict) -> dict[str, float]:
           "loss": float(s["loss_sum"]) / max(float(s["count"]), 1.0)}
 
 
-def check_shapes(logits_shape: tuple, targets_shape: tuple, num_outputs: int) -> str | None:
-  if len(logits_shape) != 4 or logits_shape[-1] != 1:
-    return f"expected logits [B, H, W, 1], got {logits_shape}"
-  if tuple(targets_shape) != tuple(logits_shape[:3]):
-    return f"expected targets [B, H, W] = {logits_shape[:3]}, got {targets_shape}"
-  return None
+check_shapes = shapes.single_channel_map
 
 
 TASK_KINDS.register("edges", sys.modules[__name__])
