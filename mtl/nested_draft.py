@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from mtl.optim import combine_gradients
 from mtl.tasks.base import TaskSpec
 from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
@@ -85,9 +84,7 @@ def make_nested_draft_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: op
         draft_metrics[f"draft/{w:g}/kl"] = kl
       return total + aux_total / num_tasks, StepOutput(stats, mutated, full_losses, aux, draft_metrics)
 
-    grads, mtl_state, objective, out, mtl_metrics = combine_gradients(method, state.mtl_state, task_loss_fn,
-                                                                      state.params, state.step)
-    return finish_step(tx, tasks, state, grads, mtl_state, out, mtl_metrics, objective)
+    return finish_step(tx, method, tasks, state, task_loss_fn)
 
   return step
 

@@ -33,7 +33,6 @@ from mtl.control import coverage
 from mtl.control import widths as widths_lib
 from mtl.control.cikd import cikd_loss
 from mtl.control.output_distill import output_distill_losses
-from mtl.optim import combine_gradients
 from mtl.tasks.base import TaskSpec
 from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
@@ -126,9 +125,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
                       for j in range(num_random) for i, t in enumerate(names)})
       return total, StepOutput(stats, mutated, teacher_losses, aux, metrics)
 
-    grads, mtl_state, total, out, mtl_metrics = combine_gradients(method, state.mtl_state, task_loss_fn,
-                                                                  state.params, state.step)
-    return finish_step(tx, tasks, state, grads, mtl_state, out, mtl_metrics, total)
+    return finish_step(tx, method, tasks, state, task_loss_fn)
 
   return step
 

@@ -89,15 +89,17 @@ def forward(model: nn.Module, params: Any, model_state: Any, x: jax.Array, rng: 
   return outputs, mutated, sum_sown(mutated.get("aux_loss", {}))
 
 
-def finish_step(tx: optax.GradientTransformation, tasks: tuple[TaskSpec, ...], state: TrainState, grads: Any,
-                mtl_state: Any, out: StepOutput, mtl_metrics: dict, objective: jax.Array
-                ) -> tuple[TrainState, dict]:
-  """The update tail every train-step variant shares: optimizer update, batch statistics, metrics.
+def finish_step(tx: optax.GradientTransformation, method: Any, tasks: tuple[TaskSpec, ...], state: TrainState,
+                loss_fn: Callable | FeatureSplit) -> tuple[TrainState, dict]:
+  """The update tail every train-step variant shares: the multi-task method's combined gradient of
+  `loss_fn(params) -> ([T] losses, StepOutput)` (`mtl.optim.combine_gradients`), the optimizer update, batch
+  statistics and metrics.
 
-  `objective` is the [T] loss vector the multi-task method combined (as `combine_gradients` returns it);
-  its sum is logged as 'objective', beside 'loss' (the logged task losses plus the logged auxiliary loss).
-  Returns (new state, {'scalars': metrics, 'stats': out.stats}).
+  The sum of the [T] loss vector the method combined is logged as 'objective', beside 'loss' (the logged task
+  losses plus the logged auxiliary loss). Returns (new state, {'scalars': metrics, 'stats': out.stats}).
   """
+  grads, mtl_state, objective, out, mtl_metrics = combine_gradients(method, state.mtl_state, loss_fn, state.params,
+                                                                    state.step)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   model_state = dict(state.model_state)
@@ -136,9 +138,7 @@ def make_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.Gra
     loss_fn = task_loss_fn
     if getattr(method, "kind", None) == "features":
       loss_fn = _feature_split(model, state, batch[input_key], batch, tasks, dropout_rng)
-    grads, mtl_state, objective, out, mtl_metrics = combine_gradients(method, state.mtl_state, loss_fn,
-                                                                      state.params, state.step)
-    return finish_step(tx, tasks, state, grads, mtl_state, out, mtl_metrics, objective)
+    return finish_step(tx, method, tasks, state, loss_fn)
 
   return step
 
