@@ -11,13 +11,10 @@ import tensorflow_datasets as tfds
 PREFIX = "mtl_"
 
 
-class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A builder whose splits are numpy arrays computed from local files.
-
-  Subclasses define `FEATURES` (name -> tfds feature), `DESCRIPTION` and `_arrays(self) -> {split: {feature:
-  array [N, ...]}}`. `source` (a path; meaning per dataset) overrides the default file locations.
-  Examples are written in array order (`disable_shuffling`), keyed by their index.
-  """
+class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder of local files: subclasses define `FEATURES` (name -> tfds feature) and `DESCRIPTION`; `source`
+  (a path; meaning per dataset) overrides the default file locations. Examples keep their written order
+  (`disable_shuffling`)."""
   FEATURES: dict = {}
   DESCRIPTION = ""
 
@@ -28,6 +25,14 @@ class ArrayBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION,
                                  features=tfds.features.FeaturesDict(dict(self.FEATURES)), disable_shuffling=True)
+
+
+class ArrayBuilder(LocalBuilder, skip_registration=True):
+  """A builder whose splits are numpy arrays computed from local files.
+
+  Subclasses define `FEATURES`, `DESCRIPTION` and `_arrays(self) -> {split: {feature: array [N, ...]}}`.
+  Examples are written in array order, keyed by their index.
+  """
 
   @abc.abstractmethod
   def _arrays(self) -> dict[str, dict[str, np.ndarray]]:

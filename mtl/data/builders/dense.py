@@ -11,27 +11,17 @@ import abc
 import os
 from typing import Iterator
 
-import tensorflow_datasets as tfds
 
+from mtl.data.builders.base import LocalBuilder
 from mtl.data.errors import MissingDataError
 
 
-class FolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FolderBuilder(LocalBuilder, skip_registration=True):
   """Subclasses define FEATURES, DESCRIPTION, ENV_VAR, MANUAL_DIR, LAYOUT (a text shown in errors),
   `split_ids(root) -> {split: [id, ...]}`, `files(root, id) -> {what: path}` and `example(root, id) -> dict`."""
-  FEATURES: dict = {}
-  DESCRIPTION = ""
   ENV_VAR = ""
   MANUAL_DIR = ""
   LAYOUT = ""
-
-  def __init__(self, *, source: str | None = None, **kwargs):
-    self._source = source
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION,
-                                 features=tfds.features.FeaturesDict(dict(self.FEATURES)), disable_shuffling=True)
 
   def root(self) -> str:
     root = (self._source or os.environ.get(self.ENV_VAR) or
