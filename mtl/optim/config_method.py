@@ -19,7 +19,7 @@ from mtl.optim.registry import register
 def config_weights(gram: jnp.ndarray, pref: jnp.ndarray) -> jnp.ndarray:
   c, s, zero = solvers.rescale(gram)
   p = jnp.where(zero, 0.0, pref.astype(gram.dtype))
-  beta = jnp.where(zero, 0.0, (jnp.linalg.pinv(c, hermitian=True) @ p) / s)
+  beta = solvers.cosine_solve(c, p, ~zero) / s
   mb = gram @ beta
   den = beta @ mb
   return jnp.where(den > 0, beta * jnp.sum(mb) / jnp.where(den > 0, den, 1.0), 0.0)

@@ -12,6 +12,7 @@ batch without that task's labels) are detected (`zero_rows`) and handled per pro
   cagrad_weights:        CAGrad, min_{w in simplex} w^T M b + R |G^T w| via a monotone 1-D root over
                          exact simplex QPs
   bargaining:            Nash-MTL / FairGrad, M a = a^(-1/alpha), Newton until the residual certificate holds
+  cosine_solve:          IMTL-G / ConFIG, C^+ b: a Cholesky solve when C is numerically full rank, else eigh
 
 Active-set solvers terminate finitely (each iteration adds or drops one index); they run in a
 `lax.while_loop` capped at `max_iter` and return a `SolveInfo` (iterations, whether the cap was hit, and the
@@ -71,27 +72,70 @@ def project_simplex(v: jnp.ndarray) -> jnp.ndarray:
   return jnp.maximum(v - theta, 0.0)
 
 
-def spd_solve(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-  """x = A^-1 b for a symmetric positive definite A [T, T] (b [T] or [T, K]) by a Cholesky factorisation written
-  out over the static T (no LAPACK call: on CPU a custom call costs more than the whole T x T solve)."""
+def _cholesky(a: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """(L, pivots): A = L L^T for a symmetric positive definite A [T, T], written out over the static T (no LAPACK
+  call: on CPU a custom call costs more than the whole T x T solve). pivots [T] are the Schur complements
+  before the square root; one at or below 0 (A singular to working precision) is floored at `tiny`."""
   t = a.shape[0]
-  cols = []
+  cols, piv = [], []
   for j in range(t):
     prev = jnp.stack(cols, axis=1) if cols else jnp.zeros((t, 0), a.dtype)
     col = a[:, j] - prev @ prev[j]
+    piv.append(col[j])
     d = jnp.sqrt(jnp.maximum(col[j], jnp.finfo(a.dtype).tiny))
     cols.append(jnp.where(jnp.arange(t) >= j, col / d, 0.0))
-  low = jnp.stack(cols, axis=1)
-  y = b
+  return jnp.stack(cols, axis=1), jnp.stack(piv)
+
+
+def _forward(low: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """y = L^-1 b (L lower triangular [T, T], b [T] or [T, K])."""
   ys = []
-  for i in range(t):  # forward: L y = b
-    acc = y[i] - sum(low[i, k] * ys[k] for k in range(i)) if i else y[i]
+  for i in range(low.shape[0]):
+    acc = b[i] - sum(low[i, k] * ys[k] for k in range(i)) if i else b[i]
     ys.append(acc / low[i, i])
+  return jnp.stack(ys, axis=0)
+
+
+def _backward(low: jnp.ndarray, y: jnp.ndarray) -> jnp.ndarray:
+  """x = L^-T y."""
+  t = low.shape[0]
   xs = [None] * t
-  for i in reversed(range(t)):  # backward: L^T x = y
-    acc = ys[i] - sum(low[k, i] * xs[k] for k in range(i + 1, t)) if i < t - 1 else ys[i]
+  for i in reversed(range(t)):
+    acc = y[i] - sum(low[k, i] * xs[k] for k in range(i + 1, t)) if i < t - 1 else y[i]
     xs[i] = acc / low[i, i]
   return jnp.stack(xs, axis=0)
+
+
+def spd_solve(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  """x = A^-1 b for a symmetric positive definite A [T, T] (b [T] or [T, K]) by a Cholesky factorisation written
+  out over the static T (no LAPACK call: on CPU a custom call costs more than the whole T x T solve)."""
+  low, _ = _cholesky(a)
+  return _backward(low, _forward(low, b))
+
+
+def cosine_solve(c: jnp.ndarray, b: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarray:
+  """beta = C^+ b on the rows in `keep` (0 elsewhere), for the unit-diagonal cosine matrix C [T, T] of `rescale`
+  (b [T]; entries off `keep` are ignored).
+
+  Full-rank path: a Cholesky solve (no LAPACK call) with one step of iterative refinement. It is taken when every
+  pivot and 1 / trace(C^-1) exceed 10 T^2 eps, both read off the same factorisation (trace(C^-1) = |L^-1|_F^2):
+  since lambda_min >= 1 / trace(C^-1) and lambda_max <= T, no eigenvalue is below the pseudo-inverse's cut-off
+  (10 T eps lambda_max), so the solve is C^+ b. (The pivot test catches a factorisation whose pivot was floored,
+  where L and hence the trace are meaningless.) Otherwise (parallel or linearly dependent gradients, T > rank)
+  the Hermitian pseudo-inverse (eigh) runs instead, in a `lax.cond`, so the full-rank step never pays for it."""
+  t = c.shape[0]
+  cut = 10.0 * t * t * eps(c.dtype)
+  k = jnp.where(keep[:, None] & keep[None, :], c, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0).astype(c.dtype))
+  rhs = jnp.where(keep, b, 0.0).astype(c.dtype)
+  low, piv = _cholesky(k)
+  x = _backward(low, _forward(low, rhs))
+  x = x + _backward(low, _forward(low, rhs - k @ x))
+  trace_inv = jnp.sum(_forward(low, jnp.eye(t, dtype=c.dtype)) ** 2)  # = trace(K^-1), K = C on keep, I off it
+  # a floored pivot (singular to working precision) makes L, hence trace_inv, meaningless: test it first
+  ok = jnp.all(piv > cut) & jnp.isfinite(trace_inv) & ((trace_inv - jnp.sum(~keep)) * cut < 1.0)
+  ok = ok & jnp.all(jnp.isfinite(x))
+  pinv = lambda: jnp.linalg.pinv(jnp.where(keep[:, None] & keep[None, :], c, 0.0), hermitian=True) @ rhs
+  return jnp.where(keep, jax.lax.cond(ok, lambda: x, pinv), 0.0)
 
 
 def _subproblem(h, q, free, a, refine: int = 2):

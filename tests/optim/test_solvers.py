@@ -1,6 +1,7 @@
 """Solvers against brute force / scipy on tiny Gramians (the badly scaled families are in test_exact.py)."""
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
@@ -106,3 +107,38 @@ def test_bargaining_alpha_half():
   w = np.asarray(w, np.float64)
   assert np.all(w > 0) and float(info.capped) == 0.0
   np.testing.assert_allclose(m.astype(np.float64) @ w, w ** -2.0, rtol=2e-3)
+
+
+def _cos(g):
+  n = np.linalg.norm(g, axis=1)
+  keep = n > 0
+  u = np.where(keep[:, None], g / np.where(keep, n, 1.0)[:, None], 0.0)
+  return u @ u.T, keep
+
+
+def test_cosine_solve_matches_pinv_full_rank_singular_and_zero_rows():
+  """C^+ b against float64 numpy pinv on: near-parallel (cos 0.999) and badly scaled full-rank rows (the Cholesky
+  path), an exactly duplicated task and T = 4 rows in 3-D (rank-deficient: the eigh path), and a zero row."""
+  rng = np.random.default_rng(3)
+  base = rng.normal(size=(4, 6))
+  near = base.copy()
+  near[1] = near[0] + 0.045 * np.linalg.norm(near[0]) * rng.normal(size=6) / np.sqrt(6)
+  dup = base.copy()
+  dup[2] = 3.0 * dup[0]
+  dup_near = base.copy()  # singular to float32 working precision (lambda_min ~ 1e-7, finite pivots): eigh path
+  dup_near[2] = 3.0 * dup_near[0] + 1e-3 * np.linalg.norm(dup_near[0]) * rng.normal(size=6)
+  low = rng.normal(size=(4, 3))
+  zero = base * np.array([1.0, 1e-4, 0.0, 1e3])[:, None]
+  b = np.array([1.0, 2.0, 0.5, 1.5])
+  fn = jax.jit(solvers.cosine_solve)
+  for name, g in [("near", near), ("scaled", base * np.logspace(0, 4, 4)[:, None]), ("dup", dup),
+                  ("dup_near", dup_near), ("low", low), ("zero", zero)]:
+    c64, keep = _cos(g)
+    ref = np.zeros(4)
+    # pinv's own cut-off relative to float32 (what a float32 solver can resolve), on the float64 cosines
+    ref[keep] = np.linalg.pinv(c64[np.ix_(keep, keep)], rtol=40 * np.finfo(np.float32).eps, hermitian=True) @ b[keep]
+    c32, _, z = solvers.rescale(jnp.asarray(g @ g.T, jnp.float32))
+    got = np.asarray(fn(c32, jnp.asarray(b, jnp.float32), ~z), np.float64)
+    np.testing.assert_array_equal(np.asarray(~z), keep)
+    tol = 5e-3 if name == "near" else 1e-4  # near: cond(C) ~ 2e3, float32 Gramian
+    np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max(), err_msg=name)
