@@ -9,7 +9,8 @@ For each dataset, method and seed it trains `configs/<dataset>.py` with `config.
 the test metrics and steps/s. Reported per method: each task's main metric (mean over seeds), delta-m (%)
 against equal weighting (Maninis et al.: mean signed relative change of the main metrics; positive = better
 than equal) and the train-step time relative to equal. A run whose workdir already holds results.json is
-reused, so an interrupted benchmark resumes. `--datasets synthetic` runs the in-memory test dataset (a smoke
+reused, so an interrupted benchmark resumes. `--datasets mmoe_unbalanced` is a task pair whose losses are ~100x
+apart (configs/mmoe_unbalanced.py). `--datasets synthetic` runs the in-memory test dataset (a smoke
 test of this script, not a benchmark). The markdown table replaces the text between
 '<!-- bench:begin -->' and '<!-- bench:end -->' in --markdown.
 """

@@ -14,7 +14,7 @@ import os
 import re
 from typing import Any, Protocol
 
-from mtl.data.builders import (cifar100_mtl, fashion_scenes, fashion_scenes_lowres, mmoe_synthetic,
+from mtl.data.builders import (cifar100_mtl, fashion_scenes, fashion_scenes_lowres, mmoe_synthetic, mmoe_unbalanced,
                                multi_fashion_mnist, multifashion, nyud, pascal_context, yeast)
 from mtl.data.spec import DatasetInfo, DatasetSpec
 from mtl.registry import Registry
@@ -48,7 +48,7 @@ class TfdsDataset:
 
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in (
     multifashion.SPEC, multi_fashion_mnist.SPEC, yeast.SPEC, cifar100_mtl.SPEC, fashion_scenes.SPEC, nyud.SPEC,
-    pascal_context.SPEC, *mmoe_synthetic.SPECS, *fashion_scenes_lowres.SPECS)}
+    pascal_context.SPEC, *mmoe_synthetic.SPECS, *mmoe_unbalanced.SPECS, *fashion_scenes_lowres.SPECS)}
 for _spec in _SPECS.values():
   # Datasets with a per-record transform (the dense benchmarks) are families: 'nyud-64x80' is nyud at 64 x 80.
   DATASETS.register(_spec.name, TfdsDataset(_spec), family=_spec.transform is not None)

@@ -25,7 +25,8 @@ def test_get_info_names_and_unknown(built, tmp_path):
   assert set(data.names()) == {"multifashion", "multi_fashion_mnist", "yeast", "cifar100_mtl", "fashion_scenes",
                                 "nyud", "pascal_context", "mmoe_synthetic_c000", "mmoe_synthetic_c050",
                                 "mmoe_synthetic_c070", "mmoe_synthetic_c080", "mmoe_synthetic_c090",
-                                "mmoe_synthetic_c100", "fashion_scenes32", "fashion_scenes16"}
+                                "mmoe_synthetic_c100", "mmoe_synthetic_c050_y2x10", "fashion_scenes32",
+                                "fashion_scenes16"}
   info = data.get_info("multifashion", str(tmp_path))
   assert info.input_shape == (36, 36, 1) and [t.name for t in info.tasks] == ["left", "right"]
   assert info.splits == {"train": 54000, "validation": 6000, "test": 10000}  # real sizes when not built
