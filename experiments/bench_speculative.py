@@ -9,7 +9,9 @@ task of gcide_text, equal lengths as speculative_generate needs). For each batch
 it runs greedy plain decoding (mtl.decode.generate) and speculative decoding (mtl.speculative) on the same
 prompts, alternating the two `repeats` times (so both see the same machine load), checks that the outputs
 are identical (the draft may only change speed), and reports the acceptance rate, tokens per verification
-round, median wall time of a jitted call (compilation excluded) and the speed-up over plain decoding.
+round, median wall time of a jitted call (compilation excluded) and the speed-up over plain decoding, and the
+same from the CPU time of the process (`cpu_speedup`: on a machine shared with other jobs the wall time also
+counts the time the process waited for a core).
 
 Why a speed-up is what it is: `step_costs` times, inside one jitted `fori_loop` of `step_iters` calls, a
 target decode step, a draft decode step per width and the target's verification pass (`extend` over
@@ -63,36 +65,37 @@ def matmul_macs_per_token(params) -> int:
   return total
 
 
-def _timed_pair(fa, fb, repeats: int) -> tuple[dict, dict, float, float]:
-  """Compiles both, then times them alternately `repeats` times: (out_a, out_b, median s of a, of b)."""
+def _timed_pair(fa, fb, repeats: int) -> tuple[dict, dict, dict]:
+  """Compiles both, then times them alternately `repeats` times: (out_a, out_b, medians), medians =
+  {'a', 'b': wall seconds, 'a_cpu', 'b_cpu': CPU seconds of this process (all its threads)}."""
   out_a, out_b = fa(), fb()
-  ta, tb = [], []
+  times = {"a": [], "b": [], "a_cpu": [], "b_cpu": []}
   for _ in range(repeats):
-    t = time.perf_counter()
-    out_a = fa()
-    ta.append(time.perf_counter() - t)
-    t = time.perf_counter()
-    out_b = fb()
-    tb.append(time.perf_counter() - t)
-  return out_a, out_b, float(np.median(ta)), float(np.median(tb))
+    for name, fn in (("a", fa), ("b", fb)):
+      t, c = time.perf_counter(), time.process_time()
+      out = fn()
+      times[name].append(time.perf_counter() - t)
+      times[name + "_cpu"].append(time.process_time() - c)
+      out_a, out_b = (out, out_b) if name == "a" else (out_a, out)
+  return out_a, out_b, {k: float(np.median(v)) for k, v in times.items()}
 
 
 def step_costs(model: DecoderLM, params, batch: int, context: int, widths: list[float], gammas: list[int],
                iters: int) -> dict:
-  """Milliseconds per call, each timed as a jitted fori_loop of `iters` calls after a `context`-token prefill:
+  """CPU milliseconds per call, each timed as a jitted fori_loop of `iters` calls after a `context`-token prefill:
   {'target_step', 'draft_step': {width}, 'verify': {gamma: target extend over gamma + 1 tokens}}."""
   if iters < 1:
     raise ValueError(f"step_iters must be >= 1, got {iters}")
   prompt = jnp.ones((batch, context), jnp.int32)
   cache_len = round_up(context + iters + max(gammas) + 2, 16)
 
-  def timed(fn, *args):
+  def timed(fn, *args):  # CPU milliseconds of this process per call (robust to a shared machine)
     jax.block_until_ready(fn(*args))
     t = []
     for _ in range(3):
-      s = time.perf_counter()
+      s = time.process_time()
       jax.block_until_ready(fn(*args))
-      t.append(time.perf_counter() - s)
+      t.append(time.process_time() - s)
     return 1e3 * float(np.median(t)) / iters
 
   def prefilled(m, p):
@@ -137,22 +140,27 @@ def run(model: DecoderLM, params, prompts: np.ndarray, widths: list[float], gamm
   configs = [(w, g) for w in widths for g in gammas]
   for w, g in tqdm(configs, desc=f"batch {prompts.shape[0]}", disable=not progress):
     cost = matmul_macs_per_token(slice_params(params, model, w)) / full_cost
-    _, spec, t_plain, t = _timed_pair(plain_fn, lambda: speculative.speculative_generate(
+    _, spec, tm = _timed_pair(plain_fn, lambda: speculative.speculative_generate(
         model, params, prompts, max_new_tokens=max_new_tokens, draft_width=w, gamma=g, stop_tokens=stop,
         pad_token=tk.PAD), repeats)
+    t_plain, t = tm["a"], tm["b"]
     plain_times.append(t_plain)
     st = {k: v for k, v in spec["stats"].items() if k not in ("row_accepted", "row_rounds")}
     row = {"mode": "speculative", "draft_width": w, "draft_macs_ratio": cost, "gamma": g, "seconds": t,
            "plain_seconds": t_plain, "tokens_per_s": new_tokens / t, "plain_tokens_per_s": new_tokens / t_plain,
-           "speedup": t_plain / t, "identical_to_plain": bool(np.array_equal(spec["tokens"], plain["tokens"])),
+           "speedup": t_plain / t, "cpu_seconds": tm["b_cpu"], "plain_cpu_seconds": tm["a_cpu"],
+           "cpu_speedup": tm["a_cpu"] / tm["b_cpu"],
+           "identical_to_plain": bool(np.array_equal(spec["tokens"], plain["tokens"])),
            **st}
     if costs is not None:
       row["predicted_speedup"] = st["tokens_per_round"] * costs["target_step"] / (
           g * costs["draft_step"][w] + costs["verify"][g])
     rows.append(row)
   t_plain = float(np.median(plain_times)) if plain_times else float("nan")
+  c_plain = float(np.median([r["plain_cpu_seconds"] for r in rows])) if rows else float("nan")
   return {"new_tokens": new_tokens,
-          "rows": [{"mode": "plain", "seconds": t_plain, "tokens_per_s": new_tokens / t_plain}] + rows}
+          "rows": [{"mode": "plain", "seconds": t_plain, "tokens_per_s": new_tokens / t_plain,
+                    "cpu_seconds": c_plain}] + rows}
 
 
 def test_eval(workdir: str, widths: list[float], max_batches: int) -> dict:
@@ -168,7 +176,7 @@ def test_eval(workdir: str, widths: list[float], max_batches: int) -> dict:
 
 def _print_table(result: dict) -> None:
   print(f"{'batch':>5s} {'mode':12s} {'width':>5s} {'macs':>5s} {'gamma':>5s} {'accept':>6s} {'tok/round':>9s} "
-        f"{'tok/s':>8s} {'plain':>8s} {'speed-up':>8s} {'model':>6s} identical")
+        f"{'tok/s':>8s} {'plain':>8s} {'speed-up':>8s} {'cpu':>6s} {'model':>6s} identical")
   for b, res in result["batches"].items():
     for r in res["rows"]:
       if r["mode"] == "plain":
@@ -178,7 +186,8 @@ def _print_table(result: dict) -> None:
         pred = f"{r['predicted_speedup']:5.2f}x" if "predicted_speedup" in r else "-"
         print(f"{b:>5s} {'speculative':12s} {r['draft_width']:5g} {r['draft_macs_ratio']:5.2f} {r['gamma']:5d} "
               f"{r['acceptance_rate']:6.2f} {r['tokens_per_round']:9.2f} {r['tokens_per_s']:8.1f} "
-              f"{r['plain_tokens_per_s']:8.1f} {r['speedup']:7.2f}x {pred:>6s} {r['identical_to_plain']}")
+              f"{r['plain_tokens_per_s']:8.1f} {r['speedup']:7.2f}x {r['cpu_speedup']:5.2f}x {pred:>6s} "
+              f"{r['identical_to_plain']}")
   for b, c in result.get("step_costs", {}).items():
     print(f"batch {b}: ms per target step {c['target_step']:.2f}, draft step "
           + ", ".join(f"w{w}: {v:.2f}" for w, v in c["draft_step"].items()) + "; verify "
