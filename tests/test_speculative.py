@@ -170,3 +170,17 @@ def test_draft_params_of_the_wrong_width_raise():
   with pytest.raises(ValueError, match="draft_params"):
     speculative.speculative_generate(m, params, np.array([[1, 2]]), max_new_tokens=3, draft_width=0.5,
                                      draft_params=speculative.slice_params(params, m, 0.25))
+
+
+@pytest.mark.parametrize("kw", [dict(mixer="linear", short_conv=3, feature_dim=8), dict(mixer="conv", short_conv=3),
+                                dict(mixer="softmax", short_conv=3)])
+def test_hybrid_block_targets_equal_greedy(kw):
+  # HybridBlock states (short-conv window, linear-attention state, KV cache behind a conv) rewind by snapshots.
+  m = DecoderLM(32, 32, 1, 4, block_size=4, **kw)
+  params = m.init(jax.random.PRNGKey(3), jnp.zeros((1, 4), jnp.int32))["params"]
+  prompts = np.array([[1, 2, 3], [4, 5, 6]])
+  for width, gamma in ((0.5, 3), (1.0, 2)):
+    plain, spec = _greedy_pair(m, params, prompts, 8, draft_width=width, gamma=gamma)
+    np.testing.assert_array_equal(spec["tokens"], plain["tokens"])
+    if width == 1.0:
+      assert spec["stats"]["acceptance_rate"] == 1.0
