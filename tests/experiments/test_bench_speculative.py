@@ -33,3 +33,22 @@ def test_speculative_rows_are_identical_to_plain_greedy():
   assert spec["identical_to_plain"]
   assert 0.0 <= spec["acceptance_rate"] <= 1.0 and spec["speedup"] > 0
   assert result["new_tokens"] > 0
+
+
+def test_step_costs_and_predicted_speedup():
+  model, params = _model()
+  prompts = bench.code_prompts(batch=1, prompt_len=6)
+  costs = bench.step_costs(model, params, 1, prompts.shape[1], widths=[0.5], gammas=[2], iters=2)
+  assert costs["target_step"] > 0 and costs["draft_step"][0.5] > 0 and costs["verify"][2] > 0
+  result = bench.run(model, params, prompts, widths=[0.5], gammas=[2], max_new_tokens=4, repeats=1, costs=costs)
+  row = result["rows"][1]
+  want = row["tokens_per_round"] * costs["target_step"] / (2 * costs["draft_step"][0.5] + costs["verify"][2])
+  assert row["predicted_speedup"] == want and row["identical_to_plain"]
+  assert row["plain_seconds"] > 0 and result["rows"][0]["seconds"] == row["plain_seconds"]
+
+
+def test_bad_arguments_name_the_flag(tmp_path):
+  import pytest
+  for flags, match in ((["--widths", "1.0"], "widths"), (["--gammas", "0"], "gammas"), (["--batches", ""], "batches")):
+    with pytest.raises(ValueError, match=match):
+      bench.main(["--checkpoint_dir", str(tmp_path), "--json", str(tmp_path / "x.json"), *flags])
