@@ -5,8 +5,13 @@ teacher's task outputs, with the teacher behind a stop-gradient (Yu & Huang, "Un
 2019; Aich et al., ICCV 2023 for the multi-task setting):
   * softmax kinds (classification, semseg: logits over the last axis): KL(teacher || student), mean over
     examples / pixels;
-  * every other kind (depth, edges, binary, ...): mean squared difference of the raw outputs.
-A task kind may declare `DISTILL = "kl"` or `"l2"` in its module to choose; otherwise `KL_KINDS` decides.
+  * per-element sigmoid kinds (edges, boundary, saliency, binary: independent Bernoulli logits): the Bernoulli
+    KL(sigmoid(teacher) || sigmoid(student)) summed over the last axis, mean over examples / pixels. (An L2 on
+    these logits is unbounded in the teacher's confidence: a saturated teacher logit of 12 vs a student's 6 costs
+    36 while the probabilities differ by 0.002; measured on fashion scenes it dominated the objective.)
+  * every other kind (depth, regression, ...): mean squared difference of the raw outputs.
+A task kind may declare `DISTILL = "kl"`, `"bernoulli"` or `"l2"` in its module to choose; otherwise
+`KL_KINDS` / `BERNOULLI_KINDS` decide.
 """
 from __future__ import annotations
 
@@ -18,12 +23,14 @@ from mtl.tasks.base import TaskSpec
 from mtl.tasks.masking import sample_mask
 
 KL_KINDS = ("classification", "semseg")
-DISTANCES = ("kl", "l2")
+BERNOULLI_KINDS = ("edges", "boundary", "saliency", "binary")
+DISTANCES = ("kl", "bernoulli", "l2")
 
 
 def distance_of(kind: str) -> str:
-  """'kl' or 'l2' for a task kind (its module's DISTILL if set)."""
-  d = getattr(tasks_lib.get_kind(kind), "DISTILL", None) or ("kl" if kind in KL_KINDS else "l2")
+  """'kl', 'bernoulli' or 'l2' for a task kind (its module's DISTILL if set)."""
+  default = "kl" if kind in KL_KINDS else "bernoulli" if kind in BERNOULLI_KINDS else "l2"
+  d = getattr(tasks_lib.get_kind(kind), "DISTILL", None) or default
   if d not in DISTANCES:
     raise ValueError(f"task kind {kind!r} declares DISTILL={d!r}; expected one of {DISTANCES}")
   return d
@@ -35,6 +42,21 @@ def kl_distill(student_logits: jnp.ndarray, teacher_logits: jnp.ndarray, mask: j
   t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), axis=-1)
   s = jax.nn.log_softmax(student_logits.astype(jnp.float32), axis=-1)
   return _masked_mean(jnp.sum(jnp.exp(t) * (t - s), axis=-1), mask)
+
+
+def bernoulli_distill(student_logits: jnp.ndarray, teacher_logits: jnp.ndarray, mask: jnp.ndarray | None = None
+                      ) -> jnp.ndarray:
+  """Mean over [B, ...] positions of sum over the last axis of KL(Bern(sigmoid(t)) || Bern(sigmoid(s))) (nats).
+
+  Written with log-sigmoids: p_t (log p_t - log p_s) + (1 - p_t)(log(1 - p_t) - log(1 - p_s)), finite for any
+  logits (log(1 - sigmoid(x)) = log_sigmoid(-x)).
+  """
+  t = jax.lax.stop_gradient(teacher_logits).astype(jnp.float32)
+  s = student_logits.astype(jnp.float32)
+  p = jax.nn.sigmoid(t)
+  kl = (p * (jax.nn.log_sigmoid(t) - jax.nn.log_sigmoid(s))
+        + (1.0 - p) * (jax.nn.log_sigmoid(-t) - jax.nn.log_sigmoid(-s)))
+  return _masked_mean(jnp.sum(kl, axis=-1), mask)
 
 
 def l2_distill(student: jnp.ndarray, teacher: jnp.ndarray, mask: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -57,6 +79,6 @@ def output_distill_losses(student: dict, teacher: dict, batch: dict, tasks: tupl
     if student[t.name].shape != teacher[t.name].shape:
       raise ValueError(f"output distillation of {t.name!r}: student {student[t.name].shape} and teacher "
                        f"{teacher[t.name].shape} outputs differ in shape")
-    fn = kl_distill if distance_of(t.kind) == "kl" else l2_distill
+    fn = {"kl": kl_distill, "bernoulli": bernoulli_distill, "l2": l2_distill}[distance_of(t.kind)]
     out.append(fn(student[t.name], teacher[t.name], batch.get(t.mask_key)))
   return jnp.stack(out)
