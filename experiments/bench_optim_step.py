@@ -14,9 +14,7 @@ imports rewritten to that name), timed in the same run, so before/after ratios s
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -25,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from tqdm import tqdm
+
+from experiments.optim_packages import optim_packages
 
 
 def _problem(t: int, dim: int, hidden: int, batch: int):
@@ -77,11 +77,7 @@ def main(argv=None):
   parser.add_argument("--baseline_pkg", default=None)
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
-  import mtl.optim as new
-  pkgs = {"new": new}
-  if args.baseline_pkg:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(args.baseline_pkg)))
-    pkgs["old"] = importlib.import_module(os.path.basename(os.path.normpath(args.baseline_pkg)))
+  pkgs = optim_packages(args.baseline_pkg)
   params, loss_fn = _problem(args.tasks, args.dim, args.hidden, args.batch)
   methods = [m for m in args.methods.split(",") if m]
   steps = {}

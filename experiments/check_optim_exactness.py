@@ -12,16 +12,16 @@ the non-zero rows, Aligned-MTL by numpy eigh. Prints a table, writes JSON.
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import json
-import os
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
+
+from experiments.optim_packages import optim_packages
 
 
 def _grads(t, spread, kind, seed=0):
@@ -119,11 +119,7 @@ def main(argv=None):
   parser.add_argument("--baseline_pkg", default=None)
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
-  import mtl.optim as new
-  pkgs = {"new": new}
-  if args.baseline_pkg:
-    sys.path.insert(0, os.path.dirname(os.path.abspath(args.baseline_pkg)))
-    pkgs["old"] = importlib.import_module(os.path.basename(os.path.normpath(args.baseline_pkg)))
+  pkgs = optim_packages(args.baseline_pkg)
   rows = []
   for name, t, spread, kind, ref_fn in CASES:
     g = _grads(t, spread, kind)
