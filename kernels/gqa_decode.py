@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
 from kernels.lightning_attention import default_interpret
@@ -128,6 +129,7 @@ def gqa_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: ja
                  jax.ShapeDtypeStruct((n, k_splits, gp), jnp.float32),
                  jax.ShapeDtypeStruct((n, k_splits, gp), jnp.float32)],
       interpret=interpret,
+      compiler_params=plgpu.CompilerParams(),  # Triton (jax >= 0.10 defaults to Mosaic GPU)
       name="gqa_decode",
   )(jnp.repeat(lengths.astype(jnp.int32), hkv), qg,
     k_cache.reshape(n, lmax, dk), v_cache.reshape(n, lmax, dv))

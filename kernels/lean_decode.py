@@ -25,8 +25,10 @@ A program serves the whole query group of its KV head (G = H / Hkv queries per t
 [Dk, block_k] dot). Its segment buffer has S = min(B * Hkv, ceil(T_max / P) + 1) slots, T_max the
 tiles of a full cache (a range of at most ceil(T / P) tiles touches at most that many + 1 rows).
 Lmax must be a multiple of block_k (mtl.decode rounds the cache up); lengths need not be.
-Tested in interpret mode (tests/kernels/test_lean_decode.py); the compiled GPU path is written for Triton
-(whole-array refs, group padded to 16 rows) but has not been run on a GPU here.
+Tested in interpret mode (tests/kernels/test_lean_decode.py); compiled for GPU through Triton (whole-array
+refs, group padded to 16 rows, power-of-two segment buffer) and timed on an H200 by
+experiments/bench_lean_decode.py (docs/gqa.md: the kernel alone beats the best fixed split 1.5x on a
+ragged batch, but the jnp schedule and merge cost more than that, so the whole call is 0.40-0.76x).
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plgpu
 
 from kernels import reference as ref
 from kernels.gqa_decode import NEG, block_update, pad_group
@@ -51,13 +54,15 @@ def default_programs() -> int:
   return int(getattr(dev, "core_count", 0) or 0) or DEFAULT_PROGRAMS_CPU
 
 
-def lean_schedule(lengths: jax.Array, num_kv_heads: int, block_k: int, num_programs: int
-                  ) -> dict[str, jax.Array]:
+def lean_schedule(lengths: jax.Array, num_kv_heads: int, block_k: int, num_programs: int,
+                  max_tiles: int | None = None) -> dict[str, jax.Array]:
   """The Lean work split for per-sequence `lengths` int [B].
 
   Returns int32 arrays: offsets [R + 1] (first tile of each row r = b * Hkv + h; offsets[R] = T),
   starts [P + 1] (first tile of each program; starts[P] = T), first_row [P] (row of a program's first
-  tile; R - 1 for an empty program past the end), row_len [R] (valid cache rows of row r).
+  tile; R - 1 for an empty program past the end), row_len [R] (valid cache rows of row r); with
+  `max_tiles` (a static bound on T) also tile_row, tile_j [max_tiles]: the row of tile t and its index
+  within that row (entries past T are unused).
   """
   if num_kv_heads <= 0 or block_k <= 0 or num_programs <= 0:
     raise ValueError(f"num_kv_heads, block_k and num_programs must be positive, got {num_kv_heads}, "
@@ -71,15 +76,22 @@ def lean_schedule(lengths: jax.Array, num_kv_heads: int, block_k: int, num_progr
   starts = p * per + jnp.minimum(p, extra)
   first_row = jnp.sum(offsets[None, 1:] <= starts[:-1, None], axis=1).astype(jnp.int32)
   first_row = jnp.minimum(first_row, row_len.shape[0] - 1)
-  return {"offsets": offsets, "starts": starts, "first_row": first_row, "row_len": row_len}
+  out = {"offsets": offsets, "starts": starts, "first_row": first_row, "row_len": row_len}
+  if max_tiles is not None:
+    t = jnp.arange(max_tiles, dtype=jnp.int32)
+    tile_row = jnp.minimum(jnp.searchsorted(offsets[1:], t, side="right"), row_len.shape[0] - 1)
+    out["tile_row"] = tile_row.astype(jnp.int32)
+    out["tile_j"] = (t - offsets[tile_row]).astype(jnp.int32)
+  return out
 
 
-def _kernel(starts_ref, first_row_ref, offsets_ref, row_len_ref, q_ref, k_ref, v_ref,
-            o_ref, m_ref, l_ref, *, scale, block_k, num_rows):
+def _kernel(starts_ref, first_row_ref, offsets_ref, row_len_ref, tile_row_ref, tile_j_ref, q_ref, k_ref,
+            v_ref, o_ref, m_ref, l_ref, *, scale, block_k, num_rows, index):
   p = pl.program_id(0)
   g0, g1 = starts_ref[p], starts_ref[p + 1]
   gp, dv = q_ref.shape[1], v_ref.shape[-1]
-  o_ref[...] = jnp.zeros(o_ref.shape, jnp.float32)
+  # Only m marks the unused slots (NEG); their o and l are masked out in the merge, so the [S, G, Dv] block
+  # is never zero-filled (with P in the hundreds that fill would be most of the kernel's writes).
   m_ref[...] = jnp.full(m_ref.shape, NEG, jnp.float32)
   l_ref[...] = jnp.zeros(l_ref.shape, jnp.float32)
   idx = lax.broadcasted_iota(jnp.int32, (block_k,), 0)
@@ -93,11 +105,19 @@ def _kernel(starts_ref, first_row_ref, offsets_ref, row_len_ref, q_ref, k_ref, v
 
   def body(t, c):
     row, seg, o, m, l = c
-    leave = t >= offsets_ref[jnp.minimum(row + 1, num_rows)]   # this tile starts the next row
+    if index == "tile":     # the tile's row and position come from the loop index alone, so the cache loads
+      new_row, j = tile_row_ref[t], tile_j_ref[t]              # do not wait on the carried row
+      leave = new_row != row
+    else:                   # walk the row offsets: one scalar read per tile that depends on the carry
+      leave = t >= offsets_ref[jnp.minimum(row + 1, num_rows)]  # this tile starts the next row
     pl.when(leave)(lambda: flush(seg, (o, m, l)))
     o, m, l = (jnp.where(leave, e, a) for e, a in zip(empty, (o, m, l)))
-    row, seg = row + leave.astype(jnp.int32), seg + leave.astype(jnp.int32)
-    j = t - offsets_ref[row]                                   # tile index within the row
+    seg = seg + leave.astype(jnp.int32)
+    if index == "tile":
+      row = new_row
+    else:
+      row = row + leave.astype(jnp.int32)
+      j = t - offsets_ref[row]                                 # tile index within the row
     q = q_ref[row].astype(jnp.float32) * scale                 # [G, Dk]
     rows = pl.ds(pl.multiple_of(j * block_k, block_k), block_k)
     kb = k_ref[row, rows, :].astype(jnp.float32)
@@ -109,40 +129,26 @@ def _kernel(starts_ref, first_row_ref, offsets_ref, row_len_ref, q_ref, k_ref, v
   pl.when(g1 > g0)(lambda: flush(seg, (o, m, l)))
 
 
-def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: jax.Array,
-                scale: float | None = None, block_k: int = 64, num_programs: int | None = None,
-                interpret: bool | None = None) -> jax.Array:
-  """Softmax (MHA / GQA / MQA) attention of one query token per sequence over a KV cache, Lean split.
-
-  Args:
-    q: [B, H, Dk]; k_cache: [B, Hkv, Lmax, Dk]; v_cache: [B, Hkv, Lmax, Dv] (Hkv divides H);
-    lengths: int [B], valid cache entries (1 <= length <= Lmax);
-    scale: logit scale, default 1 / sqrt(Dk); block_k: cache rows per tile (divides Lmax);
-    num_programs: P (default `default_programs()`), any positive number: programs beyond the work idle.
-    interpret: None -> interpret on CPU, compiled elsewhere.
-  Returns:
-    [B, H, Dv] in v_cache.dtype.
-  """
-  ref.check_decode_softmax(q, k_cache, v_cache, lengths)
+def lean_partials(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, sched: dict[str, jax.Array],
+                  scale: float, block_k: int, num_programs: int, interpret: bool, index: str = "offsets"
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The Pallas part of `lean_decode`: q [B, H, Dk], caches [B, Hkv, Lmax, D], `sched` from `lean_schedule`
+  (with tile_row / tile_j when index='tile') -> per-program segments o [P * S, Gp, Dv] (unnormalised), m, l
+  [P * S, Gp] (m = NEG in unused slots) and seg_row [P * S] (the row each slot belongs to); Gp >= H / Hkv is
+  the padded query group."""
   b, hkv, lmax, dk = k_cache.shape
   h, dv = q.shape[1], v_cache.shape[-1]
-  g = h // hkv
-  num_programs = default_programs() if num_programs is None else int(num_programs)
-  if block_k <= 0 or num_programs <= 0:
-    raise ValueError(f"block_k and num_programs must be positive, got {block_k}, {num_programs}")
-  if lmax % block_k:
-    raise ValueError(f"cache length {lmax} must be a multiple of block_k = {block_k}")
-  interpret = default_interpret(interpret)
-  scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
   rows = b * hkv
-  sched = lean_schedule(lengths, hkv, block_k, num_programs)
   t_max = rows * (lmax // block_k)
   slots = min(rows, -(-t_max // num_programs) + 1)
-  qg = pad_group(q.reshape(rows, g, dk), interpret)
+  slots = 1 << (slots - 1).bit_length()        # a power of two: Triton's block shapes must be
+  qg = pad_group(q.reshape(rows, h // hkv, dk), interpret)
   gp = qg.shape[1]
-  kernel = functools.partial(_kernel, scale=scale, block_k=block_k, num_rows=rows)
+  kernel = functools.partial(_kernel, scale=scale, block_k=block_k, num_rows=rows, index=index)
   whole = lambda a: pl.BlockSpec(a.shape, lambda i: (0,) * a.ndim)
-  args = (sched["starts"], sched["first_row"], sched["offsets"], sched["row_len"], qg,
+  unused = jnp.zeros((1,), jnp.int32)
+  args = (sched["starts"], sched["first_row"], sched["offsets"], sched["row_len"],
+          sched.get("tile_row", unused), sched.get("tile_j", unused), qg,
           k_cache.reshape(rows, lmax, dk), v_cache.reshape(rows, lmax, dv))
   o, m, l = pl.pallas_call(
       kernel,
@@ -155,14 +161,56 @@ def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: j
                  jax.ShapeDtypeStruct((num_programs, slots, gp), jnp.float32),
                  jax.ShapeDtypeStruct((num_programs, slots, gp), jnp.float32)],
       interpret=interpret,
+      compiler_params=plgpu.CompilerParams(),  # Triton (jax >= 0.10 defaults to Mosaic GPU)
       name="lean_decode",
   )(*args)
-  # Segment s of program p holds row first_row[p] + s; unused slots (m = NEG, l = 0) add nothing.
+  # Segment s of program p holds row first_row[p] + s; unused slots (m = NEG) are masked in the merge.
   seg_row = jnp.minimum(sched["first_row"][:, None] + jnp.arange(slots)[None], rows - 1).reshape(-1)
-  o, m, l = o.reshape(-1, gp, dv), m.reshape(-1, gp), l.reshape(-1, gp)
-  m_row = jax.ops.segment_max(m, seg_row, num_segments=rows)           # [R, G]
-  w = jnp.exp(m - m_row[seg_row])
-  num = jax.ops.segment_sum(o * w[..., None], seg_row, num_segments=rows)
-  den = jax.ops.segment_sum(l * w, seg_row, num_segments=rows)
-  out = (num / den[..., None])[:, :g]
+  return o.reshape(-1, gp, dv), m.reshape(-1, gp), l.reshape(-1, gp), seg_row
+
+
+def lean_merge(o: jax.Array, m: jax.Array, l: jax.Array, seg_row: jax.Array, num_rows: int) -> jax.Array:
+  """Exact log-sum-exp merge of the segments of `lean_partials` into their rows -> [R, Gp, Dv]."""
+  m_row = jax.ops.segment_max(m, seg_row, num_segments=num_rows)         # [R, Gp]
+  used = m > NEG                                                         # flushed slots (o, l written)
+  w = jnp.where(used, jnp.exp(m - m_row[seg_row]), 0.0)
+  num = jax.ops.segment_sum(jnp.where(used[..., None], o * w[..., None], 0.0), seg_row, num_segments=num_rows)
+  den = jax.ops.segment_sum(jnp.where(used, l * w, 0.0), seg_row, num_segments=num_rows)
+  return num / den[..., None]
+
+
+def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: jax.Array,
+                scale: float | None = None, block_k: int = 64, num_programs: int | None = None,
+                interpret: bool | None = None, index: str = "offsets") -> jax.Array:
+  """Softmax (MHA / GQA / MQA) attention of one query token per sequence over a KV cache, Lean split.
+
+  Args:
+    q: [B, H, Dk]; k_cache: [B, Hkv, Lmax, Dk]; v_cache: [B, Hkv, Lmax, Dv] (Hkv divides H);
+    lengths: int [B], valid cache entries (1 <= length <= Lmax);
+    scale: logit scale, default 1 / sqrt(Dk); block_k: cache rows per tile (divides Lmax);
+    num_programs: P (default `default_programs()`), any positive number: programs beyond the work idle.
+    interpret: None -> interpret on CPU, compiled elsewhere.
+    index: how a program finds each tile's row: 'offsets' (walk the row offsets, a scalar read that depends
+      on the previous tile) or 'tile' (a per-tile row / position table from the schedule, O(Lmax * B * Hkv /
+      block_k) int32, read by the loop index alone).
+  Returns:
+    [B, H, Dv] in v_cache.dtype.
+  """
+  ref.check_decode_softmax(q, k_cache, v_cache, lengths)
+  b, hkv, lmax, dk = k_cache.shape
+  h, dv = q.shape[1], v_cache.shape[-1]
+  num_programs = default_programs() if num_programs is None else int(num_programs)
+  if block_k <= 0 or num_programs <= 0:
+    raise ValueError(f"block_k and num_programs must be positive, got {block_k}, {num_programs}")
+  if lmax % block_k:
+    raise ValueError(f"cache length {lmax} must be a multiple of block_k = {block_k}")
+  if index not in ("offsets", "tile"):
+    raise ValueError(f"index must be 'offsets' or 'tile', got {index!r}")
+  interpret = default_interpret(interpret)
+  scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
+  rows = b * hkv
+  sched = lean_schedule(lengths, hkv, block_k, num_programs,
+                        max_tiles=rows * (lmax // block_k) if index == "tile" else None)
+  o, m, l, seg_row = lean_partials(q, k_cache, v_cache, sched, scale, block_k, num_programs, interpret, index)
+  out = lean_merge(o, m, l, seg_row, rows)[:, :h // hkv]
   return out.reshape(b, h, dv).astype(v_cache.dtype)

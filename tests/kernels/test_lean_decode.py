@@ -42,11 +42,12 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("index", ["offsets", "tile"])
 @pytest.mark.parametrize("b,h,hkv,lmax,bk,lengths,progs", CASES)
-def test_lean_decode_matches_float64_reference(b, h, hkv, lmax, bk, lengths, progs):
+def test_lean_decode_matches_float64_reference(b, h, hkv, lmax, bk, lengths, progs, index):
   q, k, v = _inputs(0, b, h, hkv, lmax, 8)
   lengths = jnp.array(lengths)
-  got = lean_decode(q, k, v, lengths, block_k=bk, num_programs=progs, interpret=True)
+  got = lean_decode(q, k, v, lengths, block_k=bk, num_programs=progs, interpret=True, index=index)
   np.testing.assert_allclose(got, np_decode(q, k, v, lengths), rtol=2e-5, atol=2e-6)
 
 
@@ -80,6 +81,15 @@ def test_lean_schedule_gives_equal_contiguous_shares(lengths, hkv, progs):
     if share[p]:
       r = s["first_row"][p]
       assert s["offsets"][r] <= s["starts"][p] < s["offsets"][r + 1]
+  # The per-tile table (index='tile'): tile t lies in row tile_row[t] at position tile_j[t], plain loop.
+  t_max = total + 3
+  s = jax.device_get(lean_schedule(jnp.array(lengths), hkv, 16, progs, max_tiles=t_max))
+  want_row, want_j = [], []
+  for r, n in enumerate(tiles):
+    want_row += [r] * int(n)
+    want_j += list(range(int(n)))
+  assert s["tile_row"][:total].tolist() == want_row and s["tile_j"][:total].tolist() == want_j
+  assert s["tile_row"].shape == (t_max,)
 
 
 @pytest.mark.parametrize("h,hkv,splits", [(4, 2, 1), (4, 2, 2), (6, 1, 2), (4, 4, 2)])
@@ -112,5 +122,7 @@ def test_bad_shapes_raise():
     lean_decode(q, k, v, jnp.array([3]), block_k=16, num_programs=2, interpret=True)
   with pytest.raises(ValueError, match="num_programs"):
     lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=0, interpret=True)
+  with pytest.raises(ValueError, match="index must be"):
+    lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=2, interpret=True, index="rows")
   with pytest.raises(ValueError, match="no Mosaic"):
     softmax_decode(q, k, v, jnp.array([3]), block_k=8, impl="mosaic", interpret=True)
