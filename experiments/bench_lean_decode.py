@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
              "programs": int(impl.split("_p")[1]) if impl.startswith("lean") else None}
       try:
         sec, comp = time_call(fn, fargs, a.iters, a.repeats)
-        err = (float("nan") if impl.startswith("leankernel") else
+        err = (None if impl.startswith("leankernel") else
                float(jnp.max(jnp.abs(jax.jit(fn)(*fargs).astype(jnp.float32) - want))))
         row.update(seconds=sec, compile_s=comp, max_abs_err=err, gb_per_s=read_bytes / sec / 1e9)
       except Exception as e:  # pylint: disable=broad-except  (a kernel that fails on a shape is reported)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         json.dump({"backend": jax.default_backend(), "device": jax.devices()[0].device_kind,
                    "jax": jax.__version__, "host": platform.node(), "args": vars(a), "rows": rows}, f, indent=1)
       tqdm.tqdm.write(f"{name:>24} {impl:>10} " + (
-          f"{row['seconds'] * 1e6:9.1f} us {row['gb_per_s']:8.1f} GB/s err {row['max_abs_err']:.1e}"
+          f"{row['seconds'] * 1e6:9.1f} us {row['gb_per_s']:8.1f} GB/s err {row['max_abs_err'] or 0:.1e}"
           if "error" not in row else f"FAILED {row['error'][:160]}"))
   print(summary(rows))
   return rows
