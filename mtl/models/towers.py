@@ -15,7 +15,8 @@ arch='cgc' / 'ple' (Tang et al. 2020): each extraction level has `num_shared_exp
 arch='adatt' (Li et al. 2023): each fusion level has `num_task_experts` experts per task (on the task's
   stream) and optionally `num_shared_experts` shared ones (on the shared stream; 0 is AdaTT-sp). Task t's
   fusion unit is  softmax(W_t x_t) . [all experts of the level]  +  v_t . [its own experts]  (the native
-  experts' linear fusion, a residual; v_t is learned, fixed to 1 for a single native expert).
+  experts' linear fusion, a residual; v_t is learned, initialised uniform in +-1/sqrt(K) as in the authors'
+  code, and fixed to 1 for a single native expert).
 arch='home' (Wang et al. 2024, Kuaishou): two levels with a hierarchy of experts. Tasks fall into
   `task_groups` (group id per task; default one group per task). Level 1: `num_shared_experts` global and
   `num_group_experts` per-group experts on the input; level 2: as many global and group experts again plus
@@ -64,6 +65,13 @@ COMMON_KEYS = ("arch", "features", "tower_hidden", "activation")
 def _expert_init():
   return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=-2, out_axis=-1,
                                          batch_axis=(0,))
+
+
+def _symmetric_uniform(scale: float):
+  """Initializer: uniform in [-scale, scale]."""
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -scale, scale)
+  return init
 
 
 class ExpertBank(nn.Module):
@@ -251,10 +259,16 @@ class TowerModel(nn.Module):
     return streams
 
   def _native(self, name: str, experts: jnp.ndarray) -> jnp.ndarray:
-    """AdaTT's linear fusion of a unit's own experts [B, K, H] -> [B, H] (the plain sum-free residual if K=1)."""
+    """AdaTT's linear fusion of a unit's own experts [B, K, H] -> [B, H] (the plain sum-free residual if K=1).
+
+    v starts uniform in [-1/sqrt(K), 1/sqrt(K)], as in the authors' code (facebookresearch/AdaTT): starting
+    at v = 1 made the residual the sum of K experts, which swamped the gated fusion (on MMoE's synthetic
+    data AdaTT-sp with v = 1 trailed the shared bottom at every correlation, docs/towers.md).
+    """
     if experts.shape[1] == 1:
       return experts[:, 0]
-    v = self.param(name, nn.initializers.ones, (experts.shape[1],), jnp.float32)
+    k = experts.shape[1]
+    v = self.param(name, _symmetric_uniform(k ** -0.5), (k,), jnp.float32)
     return jnp.einsum("k,bkh->bh", v, experts)
 
   def _home(self, h, train):

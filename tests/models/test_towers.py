@@ -146,6 +146,16 @@ def test_adatt_fusion_unit_matches_numpy_reference():
     np.testing.assert_allclose(out[t.name], y, rtol=1e-4, atol=1e-4)
 
 
+def test_adatt_native_weights_start_small_and_signed():
+  """v_t starts uniform in [-1/sqrt(K), 1/sqrt(K)] (the authors' init), not at 1 (a sum of K experts)."""
+  model = _model("adatt", TASKS[:2], features=("x:dense:6",), num_levels=2, num_shared_experts=0,
+                 num_task_experts=4, activation="relu")
+  params = model.init(jax.random.key(0), randn(1, (3, 6)))["params"]
+  v = np.concatenate([np.asarray(params[f"native{lvl}_{t.name}"]) for lvl in range(2) for t in TASKS[:2]])
+  assert v.shape == (16,) and np.all(np.abs(v) <= 0.5) and v.min() < 0 < v.max()
+  assert len(set(np.round(v, 6))) == 16          # independent draws per unit and level
+
+
 def _grad_of_task(model, v, x, task):
   def f(params):
     out, _ = model.apply({**v, "params": params}, x, train=True, mutable=["metrics", "batch_stats"])
