@@ -82,20 +82,25 @@ def _timed_pair(fa, fb, repeats: int) -> tuple[dict, dict, dict]:
 
 def step_costs(model: DecoderLM, params, batch: int, context: int, widths: list[float], gammas: list[int],
                iters: int) -> dict:
-  """CPU milliseconds per call, each timed as a jitted fori_loop of `iters` calls after a `context`-token prefill:
+  """Milliseconds per call (CPU time on CPU, wall time on an accelerator), each timed as a jitted fori_loop of
+  `iters` calls after a `context`-token prefill:
   {'target_step', 'draft_step': {width}, 'verify': {gamma: target extend over gamma + 1 tokens}}."""
   if iters < 1:
     raise ValueError(f"step_iters must be >= 1, got {iters}")
   prompt = jnp.ones((batch, context), jnp.int32)
   cache_len = round_up(context + iters + max(gammas) + 2, 16)
 
-  def timed(fn, *args):  # CPU milliseconds of this process per call (robust to a shared machine)
+  # CPU milliseconds of this process per call on CPU (robust to a shared machine); wall time on an accelerator
+  # (the host process idles while the device works).
+  clock = time.process_time if jax.default_backend() == "cpu" else time.perf_counter
+
+  def timed(fn, *args):
     jax.block_until_ready(fn(*args))
     t = []
     for _ in range(3):
-      s = time.process_time()
+      s = clock()
       jax.block_until_ready(fn(*args))
-      t.append(time.process_time() - s)
+      t.append(clock() - s)
     return 1e3 * float(np.median(t)) / iters
 
   def prefilled(m, p):
