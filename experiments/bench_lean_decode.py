@@ -8,7 +8,8 @@ For every decode shape of `experiments.lean_balance.SHAPES` (batch, KV heads, pe
 heads = group x KV heads) it builds random q [B, H, D] and caches [B, Hkv, Lmax, D] (Lmax the longest length
 rounded up to block_k * 16) and times one decode step of
   lean_p<P>      kernels.lean_decode.lean_decode with P programs (--programs, 0 = default_programs()),
-                 index='offsets'; leantile_p<P>: index='tile' (per-tile row table)
+                 index='offsets', merge='pallas'; leanseg_p<P>: merge='segment' (jnp scatters);
+                 leantile_p<P> (--tile): index='tile' (per-tile row table)
   leankernel_p<P>  (--kernel_only) the Lean Pallas call alone, schedule and merge left out
   split<k>       kernels.gqa_decode.gqa_decode with k_splits = k (every (b, kv head) gets k programs)
   jax_gqa        jax.experimental.pallas.ops.gpu.decode_attention.gqa (its own [B, L, Hkv, D] cache layout,
@@ -77,10 +78,14 @@ def jax_k_splits(lmax: int, block_k: int = 128) -> int:
 def impls(args, lmax: int, on_gpu: bool) -> dict:
   interp = not on_gpu
   fns = {}
+  variants = [("offsets", "pallas", "lean"), ("offsets", "segment", "leanseg")]
+  if args.tile:
+    variants.append(("tile", "pallas", "leantile"))
   for p in args.programs:
-    for index, tag in (("offsets", "lean"), ("tile", "leantile")):
-      fns[f"{tag}_p{p}"] = (lambda p, index: lambda q, k, v, n: lean_decode(
-          q, k, v, n, block_k=args.block_k, num_programs=p, interpret=interp, index=index))(p, index)
+    for index, merge, tag in variants:
+      fns[f"{tag}_p{p}"] = (lambda p, index, merge: lambda q, k, v, n: lean_decode(
+          q, k, v, n, block_k=args.block_k, num_programs=p, interpret=interp, index=index, merge=merge))(
+              p, index, merge)
   if args.kernel_only:
     # The Pallas call alone (schedule computed and merge left out): what the jnp schedule and merge cost is
     # lean - leankernel. The returned value (a sum over the segments' maxima) only chains the loop.
@@ -115,6 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
   ap.add_argument("--iters", type=int, default=20, help="calls per timed jitted loop")
   ap.add_argument("--repeats", type=int, default=5)
   ap.add_argument("--shapes", default="all")
+  ap.add_argument("--tile", action="store_true", help="also time index='tile' (leantile_p<P>)")
   ap.add_argument("--kernel_only", action="store_true",
                   help="also time the Lean Pallas call alone (leankernel_p<P>, the first --programs)")
   ap.add_argument("--smoke", action="store_true", help="tiny shapes (CPU interpret-mode check)")

@@ -19,7 +19,8 @@ tiles and writes one partial result (o unnormalised [G, Dv], running max m [G], 
 leaves a row ("segment"). The schedule is computed from the runtime lengths in jnp (O(B * Hkv + P)),
 not compiled in, so one kernel serves all lengths. The partials of each row (from one or several
 programs) are combined exactly, by the log-sum-exp rule sum_i e^(m_i - M) o_i / sum_i e^(m_i - M) l_i with
-M = max_i m_i, as jnp segment reductions (the paper's "host" block reduction).
+M = max_i m_i, by a second Pallas call over rows (`lean_merge_rows`; or jnp segment reductions with
+merge='segment'), where the paper has a "host" block reduce them inside the kernel.
 
 A program serves the whole query group of its KV head (G = H / Hkv queries per tile, one [G, Dk] x
 [Dk, block_k] dot). Its segment buffer has S = min(B * Hkv, ceil(T_max / P) + 1) slots, T_max the
@@ -28,7 +29,8 @@ Lmax must be a multiple of block_k (mtl.decode rounds the cache up); lengths nee
 Tested in interpret mode (tests/kernels/test_lean_decode.py); compiled for GPU through Triton (whole-array
 refs, group padded to 16 rows, power-of-two segment buffer) and timed on an H200 by
 experiments/bench_lean_decode.py (docs/gqa.md: the kernel alone beats the best fixed split 1.5x on a
-ragged batch, but the jnp schedule and merge cost more than that, so the whole call is 0.40-0.76x).
+ragged batch, but the schedule and merge cost more than that, so the whole call is 0.57-0.80x of the best
+fixed split).
 """
 from __future__ import annotations
 
@@ -179,9 +181,55 @@ def lean_merge(o: jax.Array, m: jax.Array, l: jax.Array, seg_row: jax.Array, num
   return num / den[..., None]
 
 
+def _merge_kernel(first_row_ref, offsets_ref, o_ref, m_ref, l_ref, out_ref, *, num_programs, num_rows):
+  r = pl.program_id(0)
+  total = offsets_ref[num_rows]
+  per, extra = total // num_programs, total % num_programs
+  boundary = extra * (per + 1)
+
+  def program_of(t):  # the program holding tile t under the equal split of lean_schedule
+    return jnp.where(t < boundary, t // (per + 1), extra + (t - boundary) // jnp.maximum(per, 1))
+
+  gp, dv = o_ref.shape[2], o_ref.shape[3]
+
+  def body(p, c):
+    acc, m_run, l_run = c
+    s = r - first_row_ref[p]                  # program p's segments are its rows in order from first_row[p]
+    m, l, o = m_ref[p, s], l_ref[p, s], o_ref[p, s]
+    m_new = jnp.maximum(m_run, m)
+    a, b = jnp.exp(m_run - m_new), jnp.exp(m - m_new)
+    return acc * a[:, None] + o * b[:, None], m_new, l_run * a + l * b
+
+  init = (jnp.zeros((gp, dv), jnp.float32), jnp.full((gp,), NEG, jnp.float32), jnp.zeros((gp,), jnp.float32))
+  acc, _, l = lax.fori_loop(program_of(offsets_ref[r]), program_of(offsets_ref[r + 1] - 1) + 1, body, init)
+  out_ref[...] = acc / l[:, None]
+
+
+def lean_merge_rows(o: jax.Array, m: jax.Array, l: jax.Array, sched: dict[str, jax.Array], num_programs: int,
+                    interpret: bool) -> jax.Array:
+  """The merge of `lean_merge` as one Pallas call over rows: row r reads the segments of exactly the programs
+  whose tiles touch it (a contiguous range, from the split's closed form), with no scatter. o [P * S, Gp, Dv],
+  m, l [P * S, Gp] from `lean_partials` -> [R, Gp, Dv]."""
+  rows = sched["row_len"].shape[0]
+  gp, dv = o.shape[1], o.shape[2]
+  o4, m3, l3 = (a.reshape(num_programs, -1, *a.shape[1:]) for a in (o, m, l))
+  whole = lambda a: pl.BlockSpec(a.shape, lambda i: (0,) * a.ndim)
+  args = (sched["first_row"], sched["offsets"], o4, m3, l3)
+  return pl.pallas_call(
+      functools.partial(_merge_kernel, num_programs=num_programs, num_rows=rows),
+      grid=(rows,),
+      in_specs=[whole(a) for a in args],
+      out_specs=pl.BlockSpec((None, gp, dv), lambda i: (i, 0, 0)),
+      out_shape=jax.ShapeDtypeStruct((rows, gp, dv), jnp.float32),
+      interpret=interpret,
+      compiler_params=plgpu.CompilerParams(),  # Triton (jax >= 0.10 defaults to Mosaic GPU)
+      name="lean_merge",
+  )(*args)
+
+
 def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: jax.Array,
                 scale: float | None = None, block_k: int = 64, num_programs: int | None = None,
-                interpret: bool | None = None, index: str = "offsets") -> jax.Array:
+                interpret: bool | None = None, index: str = "offsets", merge: str = "pallas") -> jax.Array:
   """Softmax (MHA / GQA / MQA) attention of one query token per sequence over a KV cache, Lean split.
 
   Args:
@@ -193,6 +241,8 @@ def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: j
     index: how a program finds each tile's row: 'offsets' (walk the row offsets, a scalar read that depends
       on the previous tile) or 'tile' (a per-tile row / position table from the schedule, O(Lmax * B * Hkv /
       block_k) int32, read by the loop index alone).
+    merge: 'pallas' (`lean_merge_rows`: one Pallas call over rows) or 'segment' (`lean_merge`: jnp segment
+      reductions, i.e. scatters).
   Returns:
     [B, H, Dv] in v_cache.dtype.
   """
@@ -206,11 +256,14 @@ def lean_decode(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, lengths: j
     raise ValueError(f"cache length {lmax} must be a multiple of block_k = {block_k}")
   if index not in ("offsets", "tile"):
     raise ValueError(f"index must be 'offsets' or 'tile', got {index!r}")
+  if merge not in ("pallas", "segment"):
+    raise ValueError(f"merge must be 'pallas' or 'segment', got {merge!r}")
   interpret = default_interpret(interpret)
   scale = 1.0 / math.sqrt(dk) if scale is None else float(scale)
   rows = b * hkv
   sched = lean_schedule(lengths, hkv, block_k, num_programs,
                         max_tiles=rows * (lmax // block_k) if index == "tile" else None)
   o, m, l, seg_row = lean_partials(q, k_cache, v_cache, sched, scale, block_k, num_programs, interpret, index)
-  out = lean_merge(o, m, l, seg_row, rows)[:, :h // hkv]
+  out = (lean_merge_rows(o, m, l, sched, num_programs, interpret) if merge == "pallas"
+         else lean_merge(o, m, l, seg_row, rows))[:, :h // hkv]
   return out.reshape(b, h, dv).astype(v_cache.dtype)

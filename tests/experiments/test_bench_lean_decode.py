@@ -11,9 +11,9 @@ def test_smoke_run_writes_checked_rows(tmp_path):
   out = tmp_path / "lean.json"
   rows = bench_lean_decode.main(["--json", str(out), "--smoke", "--shapes", "b2 h2 100/37 (smoke)",
                                  "--dtype", "float32", "--programs", "3", "--k_splits", "1,2",
-                                 "--iters", "1", "--repeats", "1", "--kernel_only"])
+                                 "--iters", "1", "--repeats", "1", "--kernel_only", "--tile"])
   impls = [r["impl"] for r in rows]
-  assert impls == ["lean_p3", "leantile_p3", "leankernel_p3", "split1", "split2", "reference"]
+  assert impls == ["lean_p3", "leanseg_p3", "leantile_p3", "leankernel_p3", "split1", "split2", "reference"]
   for r in rows:
     assert "error" not in r, r
     assert r["seconds"] > 0
@@ -21,7 +21,7 @@ def test_smoke_run_writes_checked_rows(tmp_path):
       assert r["max_abs_err"] is None  # the kernel alone returns no attention output
     else:
       assert r["max_abs_err"] < 1e-5, r
-  assert rows[0]["programs"] == 3 and rows[3]["programs"] is None
+  assert rows[0]["programs"] == 3 and rows[4]["programs"] is None
   saved = json.loads(out.read_text())
   assert saved["rows"] == rows and saved["backend"] == "cpu"
   table = bench_lean_decode.summary(rows)

@@ -42,12 +42,12 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("index", ["offsets", "tile"])
+@pytest.mark.parametrize("index,merge", [("offsets", "pallas"), ("tile", "pallas"), ("offsets", "segment")])
 @pytest.mark.parametrize("b,h,hkv,lmax,bk,lengths,progs", CASES)
-def test_lean_decode_matches_float64_reference(b, h, hkv, lmax, bk, lengths, progs, index):
+def test_lean_decode_matches_float64_reference(b, h, hkv, lmax, bk, lengths, progs, index, merge):
   q, k, v = _inputs(0, b, h, hkv, lmax, 8)
   lengths = jnp.array(lengths)
-  got = lean_decode(q, k, v, lengths, block_k=bk, num_programs=progs, interpret=True, index=index)
+  got = lean_decode(q, k, v, lengths, block_k=bk, num_programs=progs, interpret=True, index=index, merge=merge)
   np.testing.assert_allclose(got, np_decode(q, k, v, lengths), rtol=2e-5, atol=2e-6)
 
 
@@ -122,6 +122,8 @@ def test_bad_shapes_raise():
     lean_decode(q, k, v, jnp.array([3]), block_k=16, num_programs=2, interpret=True)
   with pytest.raises(ValueError, match="num_programs"):
     lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=0, interpret=True)
+  with pytest.raises(ValueError, match="merge must be"):
+    lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=2, interpret=True, merge="tree")
   with pytest.raises(ValueError, match="index must be"):
     lean_decode(q, k, v, jnp.array([3]), block_k=8, num_programs=2, interpret=True, index="rows")
   with pytest.raises(ValueError, match="no Mosaic"):
