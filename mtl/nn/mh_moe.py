@@ -16,14 +16,12 @@ so an MH-MoE with expert hidden `equal_macs_hidden(D, H, k)` = H - D / k costs w
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh
 
-from mtl.nn.moe import MoEMLP
+from mtl.nn.moe import MoEFields, MoEMLP
 
 
 def equal_macs_hidden(d_model: int, hidden_dim: int, top_k: int) -> int:
@@ -49,25 +47,10 @@ def mh_moe_layer_macs(num_tokens: int, d_model: int, hidden_dim: int, num_expert
   return out
 
 
-class MultiHeadMoE(nn.Module):
-  """MH-MoE layer; see the module docstring. Attributes as `MoEMLP`, plus `num_heads` (h, divides D)."""
-  num_experts: int
+class MultiHeadMoE(MoEFields):
+  """MH-MoE layer; see the module docstring. Attributes as `MoEMLP` (`MoEFields`), plus `num_heads` (h, divides
+  D)."""
   num_heads: int = 4
-  top_k: int = 2
-  hidden_dim: int = 256
-  capacity_factor: float = 1.25
-  eval_capacity_factor: float | None = None
-  router: str = "topk"
-  num_tasks: int = 1
-  impl: str = "ragged"
-  num_groups: int = 1
-  out_dim: int | None = None
-  aux_loss_coef: float = 1e-2
-  z_loss_coef: float = 1e-3
-  renormalize: bool = True
-  mesh: Mesh | None = None
-  expert_axis: str = "expert"
-  activation: Callable = jax.nn.gelu
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, task_id: int | None = None, train: bool = False,
@@ -79,12 +62,7 @@ class MultiHeadMoE(nn.Module):
       raise ValueError(f"MultiHeadMoE: num_heads ({h}) must be >= 1 and divide the model dim ({d})")
     out_dim = self.out_dim or d
     tokens = nn.Dense(d, name="multi_head")(x).reshape(-1, h, d // h)  # [N, h, D/h]: a token's sub-tokens
-    moe = MoEMLP(num_experts=self.num_experts, top_k=self.top_k, hidden_dim=self.hidden_dim,
-                 capacity_factor=self.capacity_factor, eval_capacity_factor=self.eval_capacity_factor,
-                 router=self.router, num_tasks=self.num_tasks, impl=self.impl, num_groups=self.num_groups,
-                 out_dim=None, aux_loss_coef=self.aux_loss_coef, z_loss_coef=self.z_loss_coef,
-                 renormalize=self.renormalize, mesh=self.mesh, expert_axis=self.expert_axis,
-                 activation=self.activation, name="experts")
+    moe = MoEMLP(**{**self.moe_fields(), "out_dim": None}, name="experts")
     y = moe(tokens.reshape(-1, d // h), task_id=task_id, train=train, active_experts=active_experts)
     y = nn.Dense(out_dim, name="merge")(y.reshape(-1, d))
     return y.reshape(x.shape[:-1] + (out_dim,))

@@ -26,7 +26,7 @@ from mtl.nn.moe_experts import ExpertParams, experts_dense, experts_ragged, moe_
 ROUTERS = ("topk", "task")
 IMPLS = ("ragged", "dense", "expert_parallel")
 
-__all__ = ["MoEMLP", "MultiGateMoE", "active_experts_from_load", "moe_layer_macs", "ROUTERS", "IMPLS"]
+__all__ = ["MoEFields", "MoEMLP", "MultiGateMoE", "active_experts_from_load", "moe_layer_macs", "ROUTERS", "IMPLS"]
 
 
 def _batched_init(in_axis: int = -2, out_axis: int = -1):
@@ -62,8 +62,8 @@ def _expert_params(module: nn.Module, e: int, d: int, hidden: int, out_dim: int)
                                    jnp.float32),
                       module.param("b2", lg(nn.initializers.zeros, ("expert", "embed")), (e, out_dim), jnp.float32))
 
-class MoEMLP(nn.Module):
-  """Mixture of expert MLPs with top-k token routing and per-expert capacity.
+class MoEFields(nn.Module):
+  """The attributes shared by `MoEMLP` and `mtl.nn.mh_moe.MultiHeadMoE` (no computation of its own).
 
   Attributes:
     num_experts: E.
@@ -98,6 +98,14 @@ class MoEMLP(nn.Module):
   mesh: Mesh | None = None
   expert_axis: str = "expert"
   activation: Callable = jax.nn.gelu
+
+  def moe_fields(self) -> dict:
+    """This module's `MoEFields` attributes by name (to build a `MoEMLP` with the same configuration)."""
+    return {name: getattr(self, name) for name in MoEFields.__dataclass_fields__ if name not in ("parent", "name")}
+
+
+class MoEMLP(MoEFields):
+  """Mixture of expert MLPs with top-k token routing and per-expert capacity (attributes: `MoEFields`)."""
 
   def _validate(self, task_id, active_experts):
     if self.num_experts < 1 or not 1 <= self.top_k <= self.num_experts:
