@@ -243,6 +243,12 @@ def lightning_attention_chunked(q: jax.Array, k: jax.Array, v: jax.Array,
   Returns:
     [B, H, L, Dv] in v.dtype (computed in float32).
   """
+  return _blocked(_causal_chunked, q, k, v, slopes, causal, block_size)
+
+
+def _blocked(causal_blocks, q, k, v, slopes, causal: bool, block_size: int) -> jax.Array:
+  """Checks the inputs, pads L to the block, runs `causal_blocks(q, k, v, slopes, block_size)` (a causal
+  blocked implementation on padded inputs; bidirectional from two causal passes) and casts to v.dtype."""
   check_qkv(q, k, v, slopes)
   if block_size <= 0:
     raise ValueError(f"block_size must be positive, got {block_size}")
@@ -250,12 +256,9 @@ def lightning_attention_chunked(q: jax.Array, k: jax.Array, v: jax.Array,
 
   def causal_fn(q, k, v):
     qp, kp, vp = (pad_to_block(x, block_size) for x in (q, k, v))
-    return _causal_chunked(qp, kp, vp, slopes, block_size)[:, :, :length]
+    return causal_blocks(qp, kp, vp, slopes, block_size)[:, :, :length]
 
-  if causal:
-    o = causal_fn(q, k, v)
-  else:
-    o = bidirectional_from_causal(causal_fn, q, k, v)
+  o = causal_fn(q, k, v) if causal else bidirectional_from_causal(causal_fn, q, k, v)
   return o.astype(v.dtype)
 
 
@@ -295,17 +298,7 @@ def lightning_attention_two_pass(q: jax.Array, k: jax.Array, v: jax.Array, slope
 
   Args / returns: as `lightning_attention_chunked` ([B, H, L, Dv] in v.dtype).
   """
-  check_qkv(q, k, v, slopes)
-  if block_size <= 0:
-    raise ValueError(f"block_size must be positive, got {block_size}")
-  length = q.shape[2]
-
-  def causal_fn(q, k, v):
-    qp, kp, vp = (pad_to_block(x, block_size) for x in (q, k, v))
-    return _causal_two_pass(qp, kp, vp, slopes, block_size)[:, :, :length]
-
-  o = causal_fn(q, k, v) if causal else bidirectional_from_causal(causal_fn, q, k, v)
-  return o.astype(v.dtype)
+  return _blocked(_causal_two_pass, q, k, v, slopes, causal, block_size)
 
 
 def linear_decode_step(q: jax.Array, k: jax.Array, v: jax.Array,
