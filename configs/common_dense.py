@@ -69,3 +69,16 @@ def set_pretrained_format(c: ml_collections.ConfigDict, fmt: str) -> None:
   """Names the file format only when a file is given (a format without a file is a config error)."""
   if c.model.pretrained.path:
     c.model.pretrained.format = fmt
+
+
+def vit_large(c, smoke: bool):
+  """The papers' encoder on `c`: ViT-L/16 (24 blocks, dim 1024, 16 heads; a tiny ViT with `smoke`) whose token
+  map feeds the dense heads, loaded from a big_vision .npz."""
+  c.model.encoder.name = "vit"
+  c.model.encoder.patch_size = 8 if smoke else 16
+  c.model.encoder.dim = 32 if smoke else 1024
+  c.model.encoder.depth = 1 if smoke else 24
+  c.model.encoder.num_heads = 2 if smoke else 16
+  c.model.encoder.spatial_output = True
+  set_pretrained_format(c, "big_vision_vit")
+  return c

@@ -15,13 +15,4 @@ WEIGHTS = {"semseg": 1.0, "human_parts": 2.0, "saliency": 5.0, "normals": 10.0, 
 
 def get_config(arg: str | None = None):
   args = db.parse(arg, "pascal_vit")
-  c = db.base("pascal_context", (512, 512), WEIGHTS, args)
-  smoke = args.smoke
-  c.model.encoder.name = "vit"
-  c.model.encoder.patch_size = 8 if smoke else 16
-  c.model.encoder.dim = 32 if smoke else 1024
-  c.model.encoder.depth = 1 if smoke else 24
-  c.model.encoder.num_heads = 2 if smoke else 16
-  c.model.encoder.spatial_output = True
-  db.set_pretrained_format(c, "big_vision_vit")
-  return c
+  return db.vit_large(db.base("pascal_context", (512, 512), WEIGHTS, args), args.smoke)
