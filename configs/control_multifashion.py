@@ -1,14 +1,25 @@
 """Controllable MultiFashion (Aich et al., ICCV 2023): slimmable conv encoder + heads, sandwich rule + CIKD.
 
   python -m experiments.train --config configs/control_multifashion.py --workdir workdirs/ctrl_mf
-  python -m experiments.control --workdir workdirs/ctrl_mf --budget 0.5 --preference 0.7,0.3
+  python -m experiments.control --workdir workdirs/ctrl_mf --budget 0.5 --preference 0.7,0.3 \
+      --fixed_width_runs 1.0=workdirs/mf_w1,0.5=workdirs/mf_w0.5
+(the fixed-width runs: --config configs/multifashion.py:hidden=64,steps=1500,width=0.5, ...; same steps, batch
+and seed). Args as configs/multifashion.py (tasks, steps= default 1500, hidden= default 64, seed=), except width,
+plus cikd= and distill= (weights of CIKD and of output distillation, 0 = off; default 1 and 1) and num_random=
+(students per step beside the largest and smallest, default 1).
 """
 from configs import common, multifashion
 
 
 def get_config(arg: str | None = None):
-  c = multifashion.get_config(arg)
-  c.num_steps = 1500
-  c.model.encoder.stage_channels = (16, 32, 64)
-  c.model.head.hidden_dim = 64
-  return common.make_controllable(c)
+  if "width=" in (arg or ""):
+    raise ValueError("control_multifashion trains every width; 'width=' is for configs/multifashion.py")
+  own = {"cikd": 1.0, "distill": 1.0, "num_random": 1}
+  parts = [p for p in (arg or "").split(",") if p]
+  mine = common.parse_arg(",".join(p for p in parts if p.split("=")[0] in own), **own)
+  rest = [p for p in parts if p.split("=")[0] not in own]
+  keys = {p.split("=")[0] for p in rest}
+  rest += [f"{k}={v}" for k, v in (("steps", 1500), ("hidden", 64)) if k not in keys]
+  c = multifashion.get_config(",".join(rest))
+  return common.make_controllable(c, cikd_weight=mine.cikd, output_distill_weight=mine.distill,
+                                  num_random=mine.num_random)

@@ -43,14 +43,15 @@ def test_config_builds_and_model_initialises(name):
     assert tuple(c.model.encoder.widths) == tuple(c.control.widths) == tuple(c.model.head.widths)
 
 
-@pytest.mark.parametrize("fixed,control", [("fashion_scenes", "control_fashion_scenes"),
-                                           ("cifar100_mtl", "control_cifar100_mtl")])
-def test_fixed_width_configs_match_the_slimmed_controllable_model(fixed, control):
+@pytest.mark.parametrize("fixed,control,extra", [("fashion_scenes", "control_fashion_scenes", ""),
+                                                 ("cifar100_mtl", "control_cifar100_mtl", ""),
+                                                 ("multifashion", "control_multifashion", ",hidden=64")])
+def test_fixed_width_configs_match_the_slimmed_controllable_model(fixed, control, extra):
   spec = registry.get_spec(_load(fixed).dataset.name)
   names = [t.name for t in spec.tasks]
   slim = build_model(_load(control).model, spec.tasks, tuple(spec.input_shape))
   for w in (0.25, 0.5, 1.0):
-    narrow = build_model(_load(fixed, f"width={w}").model, spec.tasks, tuple(spec.input_shape))
+    narrow = build_model(_load(fixed, f"width={w}{extra}").model, spec.tasks, tuple(spec.input_shape))
     got = count_macs(slim, WidthConfig.create(w, {n: w for n in names}), tuple(spec.input_shape))
     want = count_macs(narrow, WidthConfig.create(1.0, {n: 1.0 for n in names}), tuple(spec.input_shape))
     assert got == want, (w, got, want)
@@ -91,6 +92,15 @@ def test_bad_config_args_are_named():
   for name in ("fashion_scenes", "control_fashion_scenes", "cifar100_mtl", "control_cifar100_mtl"):
     with pytest.raises(ValueError, match=r"unknown config arg 'stpes' in 'stpes=20'; known: batch, .*steps"):
       _load(name, "stpes=20")
+  with pytest.raises(ValueError, match="trains every width"):
+    _load("control_multifashion", "width=0.5")
+  with pytest.raises(ValueError, match=r"width must be in \(0, 1\]"):
+    _load("multifashion", "width=2")
+  with pytest.raises(ValueError, match="unknown config arg 'hiden'"):
+    _load("control_multifashion", "hiden=3")
+  c = _load("control_multifashion", "left,steps=7,seed=3,distill=0")
+  assert (c.dataset.tasks, c.num_steps, c.seed, c.model.head.hidden_dim) == (("left",), 7, 3, 64)
+  assert (c.control.output_distill_weight, c.control.cikd_weight) == (0.0, 1.0)
   assert _load("fashion_scenes", "semseg+depth").dataset.tasks == ("semseg", "depth")
   with pytest.raises(ValueError, match="unknown task name"):  # raised when the loop selects the tasks
     select_tasks(registry.get_spec("fashion_scenes").tasks, _load("fashion_scenes", "seg").dataset.tasks)
