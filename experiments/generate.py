@@ -36,6 +36,17 @@ def _model_from_lm(lm: dict, tasks) -> DecoderLM:
   return DecoderLM(**{k: tuple(v) if isinstance(v, list) else v for k, v in lm.items()}, tasks=tuple(tasks))
 
 
+def _checkpoint_config(checkpoint_dir: str, step: int | None) -> tuple[int, dict]:
+  """(step, saved config) of a Checkpointer directory: `step`, or the newest."""
+  from mtl.train.checkpoint import Checkpointer
+  ck = Checkpointer(checkpoint_dir, every_steps=1, async_save=False)
+  steps = ck.all_steps()
+  if not steps:
+    raise ValueError(f"no checkpoint in {checkpoint_dir}")
+  step = steps[-1] if step is None else step
+  return step, ck.read_config(step)
+
+
 def load(checkpoint_dir: str, step: int | None = None) -> tuple[DecoderLM, dict]:
   """(model, params) from a Checkpointer directory (newest step unless `step`), or from a directory written by
   `export_params` (params.npz + lm.json)."""
@@ -44,13 +55,7 @@ def load(checkpoint_dir: str, step: int | None = None) -> tuple[DecoderLM, dict]
       raise ValueError(f"{checkpoint_dir} is an exported parameter set (one step); step={step} cannot apply")
     return load_exported(checkpoint_dir)
   import orbax.checkpoint as ocp
-  from mtl.train.checkpoint import Checkpointer
-  ck = Checkpointer(checkpoint_dir, every_steps=1, async_save=False)
-  steps = ck.all_steps()
-  if not steps:
-    raise ValueError(f"no checkpoint in {checkpoint_dir}")
-  step = steps[-1] if step is None else step
-  cfg = ck.read_config(step)
+  step, cfg = _checkpoint_config(checkpoint_dir, step)
   lm = cfg.get("model", {}).get("lm")
   if not lm:
     raise ValueError(f"checkpoint config in {checkpoint_dir} has no model.lm section")
@@ -67,13 +72,7 @@ def export_params(checkpoint_dir: str, out_dir: str, dtype: str = "float32", ste
   For moving a model where the whole checkpoint does not fit (e.g. a 25M-parameter LM in bfloat16 is 50 MB,
   its checkpoint with Adam's moments 264 MB)."""
   import json
-  from mtl.train.checkpoint import Checkpointer
-  ck = Checkpointer(checkpoint_dir, every_steps=1, async_save=False)
-  steps = ck.all_steps()
-  if not steps:
-    raise ValueError(f"no checkpoint in {checkpoint_dir}")
-  step = steps[-1] if step is None else step
-  cfg = ck.read_config(step)
+  step, cfg = _checkpoint_config(checkpoint_dir, step)
   model, params = load(checkpoint_dir, step)
   flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(jnp.asarray(leaf, jnp.dtype(dtype)))
           for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
