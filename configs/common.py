@@ -157,6 +157,17 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   return c
 
 
+def split_control_args(arg: str | None, name: str, fixed: str, **own) -> tuple[ml_collections.ConfigDict, str]:
+  """For the controllable config `name` built on the fixed-width config `fixed`: ('width=' in `arg` raises, the
+  controllable model trains every width) -> (its own args typed like `own`'s defaults, the rest of `arg` for
+  `fixed`, '' if none)."""
+  if "width=" in (arg or ""):
+    raise ValueError(f"{name} trains every width; 'width=' is for configs/{fixed}.py")
+  parts = [p for p in (arg or "").split(",") if p]
+  mine = parse_arg(",".join(p for p in parts if p.split("=")[0] in own), **own)
+  return mine, ",".join(p for p in parts if p.split("=")[0] not in own)
+
+
 def apply_expert_devices(c: ml_collections.ConfigDict, expert_devices: int) -> None:
   """arg 'expert_devices=N' (N > 0): mesh {'data': -1, 'expert': N} and expert weights sharded on their owners."""
   if expert_devices < 0:

@@ -9,7 +9,6 @@ from configs import common, cifar100_mtl
 
 
 def get_config(arg: str | None = None):
-  if "width=" in (arg or ""):
-    raise ValueError("control_cifar100_mtl trains every width; 'width=' is for configs/cifar100_mtl.py")
-  c = cifar100_mtl.get_config(arg)
+  _, rest = common.split_control_args(arg, "control_cifar100_mtl", "cifar100_mtl")
+  c = cifar100_mtl.get_config(rest or None)
   return common.make_controllable(c)

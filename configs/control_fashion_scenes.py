@@ -16,11 +16,8 @@ from configs import common, fashion_scenes
 
 
 def get_config(arg: str | None = None):
-  if "width=" in (arg or ""):
-    raise ValueError("control_fashion_scenes trains every width; 'width=' is for configs/fashion_scenes.py")
-  own = {"cikd": 1.0, "distill": 0.0, "num_random": 1}
-  parts = [p for p in (arg or "").split(",") if p]
-  mine = common.parse_arg(",".join(p for p in parts if p.split("=")[0] in own), **own)
-  c = fashion_scenes.get_config(",".join(p for p in parts if p.split("=")[0] not in own) or None)
+  mine, rest = common.split_control_args(arg, "control_fashion_scenes", "fashion_scenes", cikd=1.0, distill=0.0,
+                                         num_random=1)
+  c = fashion_scenes.get_config(rest or None)
   return common.make_controllable(c, cikd_weight=mine.cikd, output_distill_weight=mine.distill,
                                   num_random=mine.num_random)

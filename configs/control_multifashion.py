@@ -13,12 +13,9 @@ from configs import common, multifashion
 
 
 def get_config(arg: str | None = None):
-  if "width=" in (arg or ""):
-    raise ValueError("control_multifashion trains every width; 'width=' is for configs/multifashion.py")
-  own = {"cikd": 1.0, "distill": 0.0, "num_random": 1}
-  parts = [p for p in (arg or "").split(",") if p]
-  mine = common.parse_arg(",".join(p for p in parts if p.split("=")[0] in own), **own)
-  rest = [p for p in parts if p.split("=")[0] not in own]
+  mine, rest = common.split_control_args(arg, "control_multifashion", "multifashion", cikd=1.0, distill=0.0,
+                                         num_random=1)
+  rest = [p for p in rest.split(",") if p]
   keys = {p.split("=")[0] for p in rest}
   rest += [f"{k}={v}" for k, v in (("steps", 1500), ("hidden", 64)) if k not in keys]
   c = multifashion.get_config(",".join(rest))
