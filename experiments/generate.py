@@ -23,6 +23,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from mtl import decode, speculative
 from mtl.data.text import datasets, tokenizer as tk
@@ -54,6 +55,11 @@ def load(checkpoint_dir: str, step: int | None = None) -> tuple[DecoderLM, dict]
     if step is not None:
       raise ValueError(f"{checkpoint_dir} is an exported parameter set (one step); step={step} cannot apply")
     return load_exported(checkpoint_dir)
+  return _load_checkpoint(checkpoint_dir, step)[1:]
+
+
+def _load_checkpoint(checkpoint_dir: str, step: int | None) -> tuple[dict, DecoderLM, dict]:
+  """(saved config, model, params) of a Checkpointer directory at `step` (newest if None)."""
   import orbax.checkpoint as ocp
   step, cfg = _checkpoint_config(checkpoint_dir, step)
   lm = cfg.get("model", {}).get("lm")
@@ -62,7 +68,7 @@ def load(checkpoint_dir: str, step: int | None = None) -> tuple[DecoderLM, dict]
   model = _model_from_lm(lm, cfg["dataset"].get("tasks") or datasets.GCIDE_TASKS)
   state = ocp.StandardCheckpointer().restore(
       os.path.join(os.path.abspath(checkpoint_dir), str(step), "state"))
-  return model, state["params"]
+  return {**cfg, "step": step}, model, state["params"]
 
 
 def export_params(checkpoint_dir: str, out_dir: str, dtype: str = "float32", step: int | None = None) -> str:
@@ -72,10 +78,10 @@ def export_params(checkpoint_dir: str, out_dir: str, dtype: str = "float32", ste
   For moving a model where the whole checkpoint does not fit (e.g. a 25M-parameter LM in bfloat16 is 50 MB,
   its checkpoint with Adam's moments 264 MB)."""
   import json
-  step, cfg = _checkpoint_config(checkpoint_dir, step)
-  model, params = load(checkpoint_dir, step)
-  flat = {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(jnp.asarray(leaf, jnp.dtype(dtype)))
-          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+  cfg, model, params = _load_checkpoint(checkpoint_dir, step)
+  step = cfg["step"]
+  flat = {k: np.asarray(jnp.asarray(leaf, jnp.dtype(dtype)))
+          for k, leaf in traverse_util.flatten_dict(params, sep="/").items()}
   os.makedirs(out_dir, exist_ok=True)
   np.savez(os.path.join(out_dir, PARAMS_FILE), **{k: v.view(np.uint16) if v.dtype == jnp.bfloat16 else v
                                                    for k, v in flat.items()})
@@ -91,16 +97,9 @@ def load_exported(path: str) -> tuple[DecoderLM, dict]:
   with open(os.path.join(path, LM_FILE)) as f:
     meta = json.load(f)
   bf16 = meta.get("dtype") == "bfloat16"
-  params: dict = {}
   with np.load(os.path.join(path, PARAMS_FILE)) as z:
-    for key in z.files:
-      v = z[key].view(jnp.bfloat16) if bf16 else z[key]
-      node = params
-      *parents, leaf = key.split("/")
-      for p in parents:
-        node = node.setdefault(p, {})
-      node[leaf] = jnp.asarray(v, jnp.float32)
-  return _model_from_lm(meta["lm"], meta["tasks"]), params
+    flat = {key: jnp.asarray(z[key].view(jnp.bfloat16) if bf16 else z[key], jnp.float32) for key in z.files}
+  return _model_from_lm(meta["lm"], meta["tasks"]), traverse_util.unflatten_dict(flat, sep="/")
 
 
 def encode_prompts(prompts: list[str], task: str) -> tuple[np.ndarray, np.ndarray]:
