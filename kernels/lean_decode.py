@@ -56,6 +56,11 @@ def default_programs() -> int:
   return int(getattr(dev, "core_count", 0) or 0) or DEFAULT_PROGRAMS_CPU
 
 
+def _whole(a: jax.Array) -> pl.BlockSpec:
+  """The whole array as one block, the same for every program of a 1-D grid."""
+  return pl.BlockSpec(a.shape, lambda i: (0,) * a.ndim)
+
+
 def lean_schedule(lengths: jax.Array, num_kv_heads: int, block_k: int, num_programs: int,
                   max_tiles: int | None = None) -> dict[str, jax.Array]:
   """The Lean work split for per-sequence `lengths` int [B].
@@ -147,7 +152,6 @@ def lean_partials(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, sched: d
   qg = pad_group(q.reshape(rows, h // hkv, dk), interpret)
   gp = qg.shape[1]
   kernel = functools.partial(_kernel, scale=scale, block_k=block_k, num_rows=rows, index=index)
-  whole = lambda a: pl.BlockSpec(a.shape, lambda i: (0,) * a.ndim)
   unused = jnp.zeros((1,), jnp.int32)
   args = (sched["starts"], sched["first_row"], sched["offsets"], sched["row_len"],
           sched.get("tile_row", unused), sched.get("tile_j", unused), qg,
@@ -155,7 +159,7 @@ def lean_partials(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, sched: d
   o, m, l = pl.pallas_call(
       kernel,
       grid=(num_programs,),
-      in_specs=[whole(a) for a in args],
+      in_specs=[_whole(a) for a in args],
       out_specs=[pl.BlockSpec((None, slots, gp, dv), lambda i: (i, 0, 0, 0)),
                  pl.BlockSpec((None, slots, gp), lambda i: (i, 0, 0)),
                  pl.BlockSpec((None, slots, gp), lambda i: (i, 0, 0))],
@@ -213,12 +217,11 @@ def lean_merge_rows(o: jax.Array, m: jax.Array, l: jax.Array, sched: dict[str, j
   rows = sched["row_len"].shape[0]
   gp, dv = o.shape[1], o.shape[2]
   o4, m3, l3 = (a.reshape(num_programs, -1, *a.shape[1:]) for a in (o, m, l))
-  whole = lambda a: pl.BlockSpec(a.shape, lambda i: (0,) * a.ndim)
   args = (sched["first_row"], sched["offsets"], o4, m3, l3)
   return pl.pallas_call(
       functools.partial(_merge_kernel, num_programs=num_programs, num_rows=rows),
       grid=(rows,),
-      in_specs=[whole(a) for a in args],
+      in_specs=[_whole(a) for a in args],
       out_specs=pl.BlockSpec((None, gp, dv), lambda i: (i, 0, 0)),
       out_shape=jax.ShapeDtypeStruct((rows, gp, dv), jnp.float32),
       interpret=interpret,

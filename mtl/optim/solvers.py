@@ -125,7 +125,8 @@ def cosine_solve(c: jnp.ndarray, b: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarr
   the Hermitian pseudo-inverse (eigh) runs instead, in a `lax.cond`, so the full-rank step never pays for it."""
   t = c.shape[0]
   cut = 10.0 * t * t * eps(c.dtype)
-  k = jnp.where(keep[:, None] & keep[None, :], c, 0.0) + jnp.diag(jnp.where(keep, 0.0, 1.0).astype(c.dtype))
+  c_keep = jnp.where(keep[:, None] & keep[None, :], c, 0.0)
+  k = c_keep + jnp.diag(jnp.where(keep, 0.0, 1.0).astype(c.dtype))
   rhs = jnp.where(keep, b, 0.0).astype(c.dtype)
   low, piv = _cholesky(k)
   x = _backward(low, _forward(low, rhs))
@@ -134,7 +135,7 @@ def cosine_solve(c: jnp.ndarray, b: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarr
   # a floored pivot (singular to working precision) makes L, hence trace_inv, meaningless: test it first
   ok = jnp.all(piv > cut) & jnp.isfinite(trace_inv) & ((trace_inv - jnp.sum(~keep)) * cut < 1.0)
   ok = ok & jnp.all(jnp.isfinite(x))
-  pinv = lambda: jnp.linalg.pinv(jnp.where(keep[:, None] & keep[None, :], c, 0.0), hermitian=True) @ rhs
+  pinv = lambda: jnp.linalg.pinv(c_keep, hermitian=True) @ rhs
   return jnp.where(keep, jax.lax.cond(ok, lambda: x, pinv), 0.0)
 
 
