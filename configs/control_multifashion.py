@@ -6,7 +6,7 @@
 (the fixed-width runs: --config configs/multifashion.py:hidden=64,steps=1500,width=0.5, ...; same steps, batch
 and seed). Args as configs/multifashion.py (tasks, steps= default 1500, hidden= default 64, seed=), except width,
 plus cikd= and distill= (weights of CIKD and of output distillation, 0 = off; default 1 and 0: at 1500 steps,
-seed 0, output distillation cost 3-5 points of delta-m at every width and CIKD about 1 point or less,
+seed 0, output distillation cost 2.9-3.9 points of delta-m at every width and CIKD 1.2 points or less,
 docs/control_multifashion.md) and num_random= (students per step beside the largest and smallest, default 1).
 """
 from configs import common, multifashion
