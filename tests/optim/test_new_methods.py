@@ -100,16 +100,23 @@ def test_excess_mtl_matches_written_out_rule():
     np.testing.assert_allclose(d, lam @ g.astype(np.float64), rtol=1e-4)
 
 
-def test_moco_matches_written_out_rule():
+def _softmax(z):
+  e = np.exp(z - z.max())
+  return e / e.sum()
+
+
+@pytest.mark.parametrize("lambda_update,lambda_map", [("projection", _proj_simplex), ("softmax", _softmax)])
+def test_moco_matches_written_out_rule(lambda_update, lambda_map):
   beta, gamma, rho = 0.5, 0.1, 0.01
   state, y, lam = None, np.zeros_like(G, np.float64), np.full(3, 1 / 3)
   for step in range(3):
     g = G * (1 + step)
-    d, state, _ = combine("moco", g, state=state, step=step, beta=beta, gamma=gamma, rho=rho)
+    d, state, _ = combine("moco", g, state=state, step=step, beta=beta, gamma=gamma, rho=rho,
+                          lambda_update=lambda_update)
     h = g.astype(np.float64) / (np.linalg.norm(g, axis=1, keepdims=True) + 1e-8) * LOSSES[:, None]
     t = step + 1
     y = y - beta / t ** 0.5 * (y - h)
-    lam = _proj_simplex(lam - gamma / t ** 0.5 * (y @ y.T + rho * np.eye(3)) @ lam)
+    lam = lambda_map(lam - gamma / t ** 0.5 * (y @ y.T + rho * np.eye(3)) @ lam)
     np.testing.assert_allclose(d, lam @ y, rtol=1e-4, atol=1e-7)
     assert abs(lam.sum() - 1) < 1e-9
 
@@ -141,8 +148,8 @@ def test_sdmgrad_matches_reference_loop_and_limits():
 
 @pytest.mark.parametrize("name,kwargs", [("config", {"pref": (1.0, -1.0, 1.0)}), ("dualproj", {"pref": (0, 0, 0)}),
                                          ("stch", {"mu": 0.0}), ("excess_mtl", {"step_size": 0}),
-                                         ("moco", {"beta": 2.0}), ("modo", {"gamma": -1.0}),
-                                         ("sdmgrad", {"niter": 0})])
+                                         ("moco", {"beta": 2.0}), ("moco", {"lambda_update": "mean"}),
+                                         ("modo", {"gamma": -1.0}), ("sdmgrad", {"niter": 0})])
 def test_bad_options(name, kwargs):
   with pytest.raises(ValueError):
     get_method(name, 3, **kwargs)
