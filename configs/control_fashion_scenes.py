@@ -9,15 +9,16 @@ over tasks moves compute between them.
 (the fixed-width runs: --config configs/fashion_scenes.py:width=0.5, ...; same steps and batch).
 Args as configs/fashion_scenes.py (tasks, steps=, batch=, lr=, res=, seed=), except width, plus cikd= and
 distill= (the weights of CIKD and of output distillation, 0 = off; default 1 and 0: at 2000 steps on fashion
-scenes 32x32 output distillation cost 10-36 points of delta-m, docs/control_fashion_scenes.md) and num_random=
-(students per step beside the largest and smallest, default 1).
+scenes 32x32 output distillation cost 10-36 points of delta-m, docs/control_fashion_scenes.md) num_random=
+(students per step beside the largest and smallest, default 1) and student_weight= (weight of the students' task
+losses against the largest configuration's, default 1 = the paper's plain sum).
 """
 from configs import common, fashion_scenes
 
 
 def get_config(arg: str | None = None):
   mine, rest = common.split_control_args(arg, "control_fashion_scenes", "fashion_scenes", cikd=1.0, distill=0.0,
-                                         num_random=1)
+                                         num_random=1, student_weight=1.0)
   c = fashion_scenes.get_config(rest or None)
   return common.make_controllable(c, cikd_weight=mine.cikd, output_distill_weight=mine.distill,
-                                  num_random=mine.num_random)
+                                  num_random=mine.num_random, student_weight=mine.student_weight)

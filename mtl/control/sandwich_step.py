@@ -13,7 +13,9 @@ masks on full-width heads (`MultiTaskModel.head_mask_tables`), which equals the 
 configuration would need W ** (T + 1) = 256 variants on fashion scenes; a `lax.switch` over configurations
 was measured 16x slower per step on CPU.)
 
-Loss. Every configuration's task losses are summed (gradients accumulate over sub-networks). Every student adds
+Loss. Every configuration's task losses are summed (gradients accumulate over sub-networks), the students' scaled
+by `student_weight` (default 1, the paper's plain sum; below 1 the teacher's own gradient is a larger share of
+the shared update). Every student adds
   * `cikd_weight * cikd_loss(its encoder features, teacher features)` (spread evenly over the task losses),
   * `output_distill_weight * output_distill_losses(its outputs, teacher outputs)` (per task: KL for softmax
     kinds, squared distance otherwise; mtl/control/output_distill.py),
@@ -38,12 +40,13 @@ from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
-CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight")
+CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
+                "student_weight")
 
 
-def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...], int, float, bool, float]:
-  """(sorted widths, num_random, cikd_weight, cikd_normalize, output_distill_weight), validated: unknown keys,
-  negative weights and values that would have no effect raise."""
+def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...], int, float, bool, float, float]:
+  """(sorted widths, num_random, cikd_weight, cikd_normalize, output_distill_weight, student_weight), validated:
+  unknown keys, negative weights and values that would have no effect raise."""
   unknown = sorted(set(control.keys()) - set(CONTROL_KEYS))
   if unknown:
     hint = " (pool_size was removed: the students now cover every width pair)" if "pool_size" in unknown else ""
@@ -53,6 +56,7 @@ def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...
   cikd_weight = float(control.get("cikd_weight", 1.0))
   normalize = bool(control.get("cikd_normalize", False))
   distill_weight = float(control.get("output_distill_weight", 0.0))
+  student_weight = float(control.get("student_weight", 1.0))
   if len(widths) < 2:
     raise ValueError(f"control.widths needs >= 2 widths for a sandwich, got {widths}")
   if num_random < 1:
@@ -62,7 +66,10 @@ def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...
                      f"{cikd_weight}, {distill_weight}")
   if normalize and cikd_weight == 0:
     raise ValueError("control.cikd_normalize=True has no effect with cikd_weight=0 (CIKD off)")
-  return widths, num_random, cikd_weight, normalize, distill_weight
+  if not 0 < student_weight <= 1e3:
+    raise ValueError(f"control.student_weight must be in (0, 1000] (the students' task-loss weight; 1 = the plain "
+                     f"sandwich sum), got {student_weight}")
+  return widths, num_random, cikd_weight, normalize, distill_weight, student_weight
 
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
@@ -79,7 +86,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
-  widths, num_random, cikd_weight, normalize, distill_weight = control_values(control)
+  widths, num_random, cikd_weight, normalize, distill_weight, student_weight = control_values(control)
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
@@ -114,7 +121,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
       for kwargs in students:
         (out, feats), _, aux_j = run(**kwargs)
         losses, _ = task_losses_and_stats(out, batch, tasks)
-        total, aux_total = total + losses, aux_total + aux_j
+        total, aux_total = total + student_weight * losses, aux_total + aux_j
         if cikd_weight:
           cikd = cikd + cikd_loss(feats, teacher, normalize=normalize)
         if distill_weight:

@@ -8,7 +8,8 @@ def test_res_seed_and_switches():
   c = control_fashion_scenes.get_config("res=32,steps=200,batch=16,seed=3,cikd=0,distill=0.5,num_random=2")
   assert c.dataset.name == "fashion_scenes32" and c.seed == 3 and c.num_steps == 200 and c.batch_size == 16
   assert c.control.cikd_weight == 0.0 and c.control.output_distill_weight == 0.5 and c.control.num_random == 2
-  assert c.train_step == "sandwich" and "pool_size" not in c.control
+  assert c.train_step == "sandwich" and "pool_size" not in c.control and c.control.student_weight == 1.0
+  assert control_fashion_scenes.get_config("res=32,student_weight=0.5").control.student_weight == 0.5
   d = control_fashion_scenes.get_config(None)
   assert d.dataset.name == "fashion_scenes" and d.control.cikd_weight == 1.0 and d.control.output_distill_weight == 0
   assert fashion_scenes.get_config("semseg+depth,res=16").dataset.tasks == ("semseg", "depth")

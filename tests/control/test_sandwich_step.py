@@ -43,7 +43,7 @@ def exp():
   return loop.build_experiment(_control_config(), mesh)
 
 
-def _reference_objective(exp, batch, step, cikd_w, distill_w, seed=0):
+def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0):
   """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
   enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names))
@@ -51,10 +51,10 @@ def _reference_objective(exp, batch, step, cikd_w, distill_w, seed=0):
                                                                  for i, t in enumerate(names)})
   configs = [widths_lib.largest(WIDTHS, names), widths_lib.smallest(WIDTHS, names), student]
   total, feats, outs = 0.0, [], []
-  for cfg in configs:
+  for j, cfg in enumerate(configs):
     o, f = exp.model.apply({"params": exp.state.params}, batch["image"], train=True, return_features=True,
                            **cfg.apply_kwargs())
-    total += float(jnp.sum(task_losses_and_stats(o, batch, exp.tasks)[0]))
+    total += (1.0 if j == 0 else student_w) * float(jnp.sum(task_losses_and_stats(o, batch, exp.tasks)[0]))
     feats.append(f)
     outs.append(o)
   total += cikd_w * sum(float(cikd_loss(f, feats[0])) for f in feats[1:])
@@ -62,17 +62,17 @@ def _reference_objective(exp, batch, step, cikd_w, distill_w, seed=0):
   return total, student
 
 
-@pytest.mark.parametrize("cikd_w,distill_w", [(0.5, 0.3), (0.0, 0.0)])
-def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w):
+@pytest.mark.parametrize("cikd_w,distill_w,student_w", [(0.5, 0.3, 1.0), (0.0, 0.0, 1.0), (0.5, 0.0, 0.25)])
+def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w, student_w):
   batch = _batch()
   control = exp.config.control.copy_and_resolve_references()
-  control.cikd_weight, control.output_distill_weight = cikd_w, distill_w
+  control.cikd_weight, control.output_distill_weight, control.student_weight = cikd_w, distill_w, student_w
   for step in (1, 2, 3):
     state = exp.state.replace(step=jnp.asarray(step - 1, exp.state.step.dtype))
     enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks))
     fn = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", control, 0, enc)
     _, out = jax.jit(fn)(state, batch)
-    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w)
+    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w, student_w)
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
     for t, w in student.heads:  # the traced head widths are the host-side draws
       assert float(out["scalars"][f"control/head_width/0/{t}"]) == w
@@ -144,6 +144,9 @@ def test_bad_control_values_are_named(exp):
     build(output_distill_weight=-1.0)
   with pytest.raises(ValueError, match="cikd_normalize=True has no effect"):
     build(cikd_weight=0.0, cikd_normalize=True)
+  for bad in (0.0, -1.0, float("nan")):
+    with pytest.raises(ValueError, match="control.student_weight"):
+      build(student_weight=bad)
   with pytest.raises(ValueError, match="pool_size was removed"):
     build(pool_size=8)
   with pytest.raises(ValueError, match="encoder_widths"):
