@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One command per run of the fashion-scenes-32 controllability benchmark (docs/control_fashion_scenes.md).
 # Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
-#        ctrl_distill ctrl_none); writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS> and its train.log.
+#        ctrl_distill ctrl_none, each ctrl* optionally with _sw<X>: students' task-loss weight X, e.g. ctrl_none_sw0.5);
+#        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log.
 set -euo pipefail
 run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
 common="res=32,steps=$steps,batch=$batch,seed=$seed"
-case $run in
+base=$run
+if [[ $run == ctrl*_sw* ]]; then base=${run%_sw*}; common="$common,student_weight=${run##*_sw}"; fi
+case $base in
   w*) cfg="configs/fashion_scenes.py:$common,width=${run#w}" ;;
   ctrl) cfg="configs/control_fashion_scenes.py:$common,cikd=1,distill=1" ;;
   ctrl_cikd) cfg="configs/control_fashion_scenes.py:$common,cikd=1,distill=0" ;;
