@@ -95,13 +95,8 @@ def run_one(spec: str, seed: int, num_steps: int | None, workdir: str) -> dict:
     config.eval_every = min(config.eval_every, num_steps)
     config.checkpoint.every_steps = num_steps
   wd = os.path.join(workdir, run_name(spec), f"seed{seed}")
-  done = os.path.join(wd, "results.json")
   try:
-    if os.path.exists(done):
-      with open(done) as f:
-        result = json.load(f)
-    else:
-      result = loop.train_and_evaluate(config, wd, progress=False)
+    result = loop.train_and_evaluate_or_reuse(config, wd)
   except Exception as e:  # a config that cannot run here is reported, the others go on
     traceback.print_exc()
     return {"error": f"{type(e).__name__}: {e}"}

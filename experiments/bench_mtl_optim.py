@@ -52,17 +52,12 @@ def _config(dataset: str, method: str, seed: int, num_steps: int | None):
 def run_one(dataset: str, method: str, seed: int, num_steps: int | None, workdir: str) -> dict:
   """Trains (or reuses) one run; returns {'metrics': task -> main metric, 'step_time_s': float} or {'error'}."""
   wd = os.path.join(workdir, dataset, method, f"seed{seed}")
-  done = os.path.join(wd, "results.json")
   config = _config(dataset, method, seed, num_steps)
-  if os.path.exists(done):
-    with open(done) as f:
-      result = json.load(f)
-  else:
-    try:
-      result = loop.train_and_evaluate(config, wd, progress=False)
-    except Exception as e:  # a method that cannot run here is reported, the others go on
-      traceback.print_exc()
-      return {"error": f"{type(e).__name__}: {e}"}
+  try:
+    result = loop.train_and_evaluate_or_reuse(config, wd)
+  except Exception as e:  # a method that cannot run here is reported, the others go on
+    traceback.print_exc()
+    return {"error": f"{type(e).__name__}: {e}"}
   info = mtl_data.get_info(config.dataset.name)
   specs = {t.name: t for t in info.tasks}
   metrics = {name: float(m[specs[name].metric]) for name, m in result["test"].items()}

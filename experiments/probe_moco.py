@@ -34,21 +34,14 @@ def run_one(variant: str, optimizer: str, lr: float, seed: int, steps: int, work
   """Trains (or reuses) one row; returns {'left': acc, 'right': acc} (test accuracy)."""
   method, kwargs = VARIANTS[variant]
   wd = os.path.join(workdir, f"{variant}_{optimizer}_{lr:g}_s{seed}_{steps}")
-  done = os.path.join(wd, "results.json")
-  if os.path.exists(done):
-    with open(done) as f:
-      result = json.load(f)
-  else:
-    c = multifashion.get_config(f"seed={seed},steps={steps}")
-    c.mtl.method = method
-    if kwargs:
-      c.mtl.kwargs = kwargs
-    c.optimizer.name = optimizer
-    c.optimizer.learning_rate = lr
-    c.checkpoint.every_steps = steps
-    result = loop.train_and_evaluate(c, wd, progress=False)
-    if "test" not in result:
-      raise RuntimeError(f"probe_moco: the run in {wd} stopped early ({result}); re-run to resume it")
+  c = multifashion.get_config(f"seed={seed},steps={steps}")
+  c.mtl.method = method
+  if kwargs:
+    c.mtl.kwargs = kwargs
+  c.optimizer.name = optimizer
+  c.optimizer.learning_rate = lr
+  c.checkpoint.every_steps = steps
+  result = loop.train_and_evaluate_or_reuse(c, wd)
   return {t: float(m["accuracy"]) for t, m in result["test"].items()}
 
 

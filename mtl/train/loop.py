@@ -390,6 +390,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, mesh: ja
   return result
 
 
+def train_and_evaluate_or_reuse(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`train_and_evaluate(config, workdir, progress=False)`, or the results.json a finished run left in `workdir`
+  (benchmarks that resume: a finished row is read back, not retrained). A run that stopped early (preemption)
+  raises, naming the workdir."""
+  done = os.path.join(workdir, "results.json")
+  if os.path.exists(done):
+    with open(done) as f:
+      return json.load(f)
+  result = train_and_evaluate(config, workdir, progress=False)
+  if "test" not in result:
+    raise RuntimeError(f"the run in {workdir} stopped early ({result}); re-run to resume it")
+  return result
+
+
 def restore_experiment(workdir: str, step: int | None = None, mesh: jax.sharding.Mesh | None = None
                        ) -> tuple[Experiment, TrainState, int]:
   """Rebuilds the experiment from a workdir's saved config and restores its checkpoint (latest by default)

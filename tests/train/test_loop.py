@@ -1,4 +1,5 @@
 """The training loop on a synthetic dataset: sharded == single device, exact resume, preemption, NaN stop."""
+import json
 import os
 import signal
 
@@ -122,3 +123,22 @@ def test_head_data_shape_mismatch_is_named(tmp_path, monkeypatch):
                                                 TaskSpec("odd", "semseg", 3)))
   with pytest.raises(ValueError, match=r"shape mismatch between data and the head of task 'odd'"):
     loop.train_and_evaluate(_config(), str(tmp_path), progress=False)
+
+
+def test_train_and_evaluate_or_reuse_trains_once_then_reads_back(tmp_path, monkeypatch):
+  wd = str(tmp_path / "run")
+  first = loop.train_and_evaluate_or_reuse(_config(num_steps=2, every=2), wd)
+  assert first["step"] == 2 and set(first["test"]) == {"even", "odd"}
+
+  def no_training(*args, **kwargs):
+    raise AssertionError("a finished run must be read back, not retrained")
+
+  monkeypatch.setattr(loop, "train_and_evaluate", no_training)
+  again = loop.train_and_evaluate_or_reuse(_config(num_steps=2, every=2), wd)
+  assert again == json.loads(json.dumps(first))
+
+
+def test_train_and_evaluate_or_reuse_names_a_run_that_stopped_early(tmp_path, monkeypatch):
+  monkeypatch.setattr(loop, "train_and_evaluate", lambda c, w, progress: {"preempted": True, "step": 1})
+  with pytest.raises(RuntimeError, match="stopped early"):
+    loop.train_and_evaluate_or_reuse(_config(), str(tmp_path / "x"))
