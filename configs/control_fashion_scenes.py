@@ -9,7 +9,7 @@ over tasks moves compute between them.
 (the fixed-width runs: --config configs/fashion_scenes.py:width=0.5, ...; same steps and batch).
 Args as configs/fashion_scenes.py (tasks, steps=, batch=, lr=, res=, seed=), except width, plus cikd= and
 distill= (the weights of CIKD and of output distillation, 0 = off; default 1 and 0: at 2000 steps on fashion
-scenes 32x32 output distillation cost 10-36 points of delta-m, docs/control_fashion_scenes.md), num_random=
+scenes 32x32 output distillation cost 8-36 points of delta-m, docs/control_fashion_scenes.md), num_random=
 (students per step beside the largest and smallest, default 1) and student_weight= (weight of the students' task
 losses against the largest configuration's, default 1 = the paper's plain sum).
 """
