@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # One command per run of the fashion-scenes-32 controllability benchmark (docs/control_fashion_scenes.md).
 # Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
-#        ctrl_distill ctrl_none, each ctrl* optionally with _sw<X>: students' task-loss weight X, e.g. ctrl_none_sw0.5);
+#        ctrl_distill ctrl_none, each ctrl* optionally followed by _sw<X>: students' task-loss weight X, and/or by
+#        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331);
 #        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log.
 set -euo pipefail
+shopt -s extglob
 run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
 common="res=32,steps=$steps,batch=$batch,seed=$seed"
 base=$run
-if [[ $run == ctrl*_sw* ]]; then base=${run%_sw*}; common="$common,student_weight=${run##*_sw}"; fi
+if [[ $base == ctrl*_c+([0-9]) ]]; then
+  digits=${base##*_c}; base=${base%_c*}; common="$common,encoder_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"
+fi
+if [[ $base == ctrl*_sw* ]]; then common="$common,student_weight=${base##*_sw}"; base=${base%_sw*}; fi
 case $base in
   w*) cfg="configs/fashion_scenes.py:$common,width=${run#w}" ;;
   ctrl) cfg="configs/control_fashion_scenes.py:$common,cikd=1,distill=1" ;;
@@ -18,4 +23,5 @@ case $base in
 esac
 dir=workdirs/runs/fs32_${run}_s${seed}_${steps}_b${batch}
 mkdir -p "$dir"
+[[ ${DRY_RUN:-0} == 1 ]] && { echo "$cfg $dir"; exit 0; }
 exec nice -n 5 python3 -m experiments.train --config "$cfg" --workdir "$dir" > "$dir/train.log" 2>&1

@@ -3,7 +3,8 @@ ICCV 2023).
 
 Each step trains the largest configuration (the teacher), the smallest, and `num_random` freshly drawn
 students that together cover every (encoder width, head width) pair of every task (mtl/control/coverage.py:
-within ceil(W * W / num_random) steps for W widths).
+within ceil(W * sum(encoder_counts) / num_random) steps for W widths; `encoder_counts`, one per width, default
+all 1, sets how often each encoder width is a student).
 
 Speed. Widths set array shapes. The students' encoder widths are drawn on the host from (seed, step) and name
 the compiled variant (a `ScheduledStep` key; W ** num_random variants, 4 for the default W = 4, num_random =
@@ -23,7 +24,7 @@ with the teacher behind a stop-gradient. A weight of 0 switches a term off.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -41,12 +42,22 @@ from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
-                "student_weight")
+                "student_weight", "encoder_counts")
 
 
-def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...], int, float, bool, float, float]:
-  """(sorted widths, num_random, cikd_weight, cikd_normalize, output_distill_weight, student_weight), validated:
-  unknown keys, negative weights and values that would have no effect raise."""
+class ControlValues(NamedTuple):
+  """`config.control`, validated (see `control_values`)."""
+  widths: tuple[float, ...]  # ascending
+  num_random: int
+  cikd_weight: float
+  cikd_normalize: bool
+  output_distill_weight: float
+  student_weight: float
+  encoder_counts: tuple[int, ...]  # copies of each encoder width per covering block (mtl/control/coverage.py)
+
+
+def control_values(control: ml_collections.ConfigDict) -> ControlValues:
+  """`config.control` validated: unknown keys, negative weights and values that would have no effect raise."""
   unknown = sorted(set(control.keys()) - set(CONTROL_KEYS))
   if unknown:
     hint = " (pool_size was removed: the students now cover every width pair)" if "pool_size" in unknown else ""
@@ -69,7 +80,12 @@ def control_values(control: ml_collections.ConfigDict) -> tuple[tuple[float, ...
   if not 0 < student_weight <= 1e3:
     raise ValueError(f"control.student_weight must be in (0, 1000] (the students' task-loss weight; 1 = the plain "
                      f"sandwich sum), got {student_weight}")
-  return widths, num_random, cikd_weight, normalize, distill_weight, student_weight
+  raw_counts = control.get("encoder_counts")
+  try:
+    counts = coverage.check_counts(None if raw_counts is None else tuple(raw_counts), len(widths))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"control.encoder_counts: {e}") from None
+  return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts)
 
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
@@ -86,7 +102,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
-  widths, num_random, cikd_weight, normalize, distill_weight, student_weight = control_values(control)
+  widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts = control_values(control)
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
@@ -104,7 +120,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     dropout_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = batch[input_key]
-    _, head_idx = coverage.step_draws(seed, state.step + 1, num_random, len(widths), num_tasks)  # [R, T]
+    _, head_idx = coverage.step_draws(seed, state.step + 1, num_random, len(widths), num_tasks, counts)  # [R, T]
 
     def task_loss_fn(params):
       def run(**kwargs):
@@ -144,11 +160,12 @@ def sandwich_step(exp) -> ScheduledStep:
   config = exp.config
   if not config.get("control"):
     raise ValueError("train_step 'sandwich' needs config.control (see configs/common.py:make_controllable)")
-  widths, num_random, *_ = control_values(config.control)
+  values = control_values(config.control)
   make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
                            config.seed)  # validates the control values and the model before training starts
   num_tasks = len(exp.tasks)
   return ScheduledStep(
-      key_for_step=lambda step: coverage.encoder_key(config.seed, step, num_random, widths, num_tasks),
+      key_for_step=lambda step: coverage.encoder_key(config.seed, step, values.num_random, values.widths, num_tasks,
+                                                     values.encoder_counts),
       build=lambda enc: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
                                                  config.control, config.seed, enc))

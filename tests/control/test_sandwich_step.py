@@ -43,10 +43,10 @@ def exp():
   return loop.build_experiment(_control_config(), mesh)
 
 
-def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0):
+def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None):
   """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
-  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names))
+  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names), counts)
   student = widths_lib.WidthConfig.create(WIDTHS[int(enc[0])], {t: WIDTHS[int(heads[0, i])]
                                                                  for i, t in enumerate(names)})
   configs = [widths_lib.largest(WIDTHS, names), widths_lib.smallest(WIDTHS, names), student]
@@ -62,17 +62,20 @@ def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, see
   return total, student
 
 
-@pytest.mark.parametrize("cikd_w,distill_w,student_w", [(0.5, 0.3, 1.0), (0.0, 0.0, 1.0), (0.5, 0.0, 0.25)])
-def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w, student_w):
+@pytest.mark.parametrize("cikd_w,distill_w,student_w,counts", [(0.5, 0.3, 1.0, None), (0.0, 0.0, 1.0, None),
+                                                               (0.5, 0.0, 0.25, None), (0.0, 0.0, 0.5, (3, 1))])
+def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w, student_w, counts):
   batch = _batch()
   control = exp.config.control.copy_and_resolve_references()
   control.cikd_weight, control.output_distill_weight, control.student_weight = cikd_w, distill_w, student_w
+  if counts:
+    control.encoder_counts = counts
   for step in (1, 2, 3):
     state = exp.state.replace(step=jnp.asarray(step - 1, exp.state.step.dtype))
-    enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks))
+    enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks), counts)
     fn = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", control, 0, enc)
     _, out = jax.jit(fn)(state, batch)
-    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w, student_w)
+    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w, student_w, counts=counts)
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
     for t, w in student.heads:  # the traced head widths are the host-side draws
       assert float(out["scalars"][f"control/head_width/0/{t}"]) == w
@@ -131,6 +134,36 @@ def test_every_width_pair_of_every_task_is_trained_within_the_first_steps():
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_encoder_counts_cover_every_pair_and_set_each_encoder_widths_share():
+  """With counts (1, 3, 3, 1) a block of 4 * 8 draws holds every (encoder, head) pair of every task counts[e]
+  times: all pairs covered within ceil(32 / num_random) steps, encoder e drawn counts[e] / 8 of the time."""
+  widths, tasks, counts = (0.25, 0.5, 0.75, 1.0), 3, (1, 3, 3, 1)
+  assert coverage.block_size(4, counts) == 32 and coverage.block_size(4) == 16
+  for num_random in (1, 3):
+    steps = math.ceil(32 / num_random)
+    pairs = {t: {} for t in range(tasks)}
+    for s in range(1, steps + 1):
+      enc, heads = coverage.step_draws(5, s, num_random, 4, tasks, counts)
+      assert tuple(widths[int(i)] for i in enc) == coverage.encoder_key(5, s, num_random, widths, tasks, counts)
+      for j in range(num_random):
+        for t in range(tasks):
+          key = (int(enc[j]), int(heads[j, t]))
+          pairs[t][key] = pairs[t].get(key, 0) + 1
+    assert all(len(p) == 16 for p in pairs.values()), num_random
+  # Exactly counts[e] copies of each pair per block (two blocks checked).
+  for block in range(2):
+    draws = [coverage.student_draw(5, d, 4, tasks, counts) for d in range(32 * block, 32 * (block + 1))]
+    for t in range(tasks):
+      seen = {}
+      for e, h in draws:
+        seen[(int(e), int(h[t]))] = seen.get((int(e), int(h[t])), 0) + 1
+      assert seen == {(e, h): counts[e] for e in range(4) for h in range(4)}, (block, t)
+  # All-ones counts are the default schedule, draw for draw.
+  for d in range(20):
+    for a, b in zip(coverage.student_draw(5, d, 4, 3, (1, 1, 1, 1)), coverage.student_draw(5, d, 4, 3)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_control_values_are_named(exp):
   def build(**changes):
     control = exp.config.control.copy_and_resolve_references()
@@ -149,5 +182,8 @@ def test_bad_control_values_are_named(exp):
       build(student_weight=bad)
   with pytest.raises(ValueError, match="pool_size was removed"):
     build(pool_size=8)
+  for bad in ((1, 3, 3), (0, 1, 1, 1), (1, 1.5, 1, 1), (1, 1, 1, 65)):
+    with pytest.raises(ValueError, match="control.encoder_counts"):
+      build(encoder_counts=bad)
   with pytest.raises(ValueError, match="encoder_widths"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.3,))
