@@ -168,7 +168,7 @@ def run_grid(args) -> dict:
                         "state_floats": state_floats(model, length), "recall": best["recall"],
                         "recall_by_query_order": best["recall_by_query_order"],
                         "shortcut_recall": mqar.shortcut_recall(num_kv).tolist(), "best_lr": best["lr"],
-                        "sweep": sweeps})
+                        "sweep": sweeps, "command_config": dict(out["config"])})  # runs may come from several calls
     with open(args.json, "w") as f:
       json.dump(out, f, indent=1)
   return out

@@ -71,10 +71,13 @@ def _draw(logits, key, temperature, top_k):
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "model", "draft", "gamma", "total_len", "cache_len", "temperature", "top_k", "stop_tokens", "pad_token"))
-def _speculative(model, draft, params, draft_params, prompts, rng, *, gamma, total_len, cache_len, temperature,
-                 top_k, stop_tokens, pad_token):
+    "model", "draft", "draft_width", "gamma", "total_len", "cache_len", "temperature", "top_k", "stop_tokens",
+    "pad_token"))
+def _speculative(model, draft, params, draft_params, prompts, rng, *, draft_width, gamma, total_len, cache_len,
+                 temperature, top_k, stop_tokens, pad_token):
   b, p = prompts.shape
+  if draft_params is None:  # the nested draft: sliced here, once per call (eager slicing cost ~17 ms per call)
+    draft_params = slice_params(params, model, draft_width)
   tgt = lambda f, *a: model.apply({"params": params}, *a, method=f)
   drf = lambda f, *a: draft.apply({"params": draft_params}, *a, method=f)
   tcache = tgt(DecoderLM.init_cache, b, cache_len)
@@ -219,9 +222,10 @@ def speculative_generate(model: DecoderLM, params: Any, prompts: np.ndarray, *,
     raise ValueError(f"stop_tokens {list(stop_tokens)} and pad_token {pad_token} must lie in "
                      f"[0, vocab_size={model.vocab_size})")
   draft = check_draft_width(model, draft_width)
-  dparams = slice_params(params, model, float(draft_width))
+  dparams = None
   if draft_params is not None:
-    want = jax.tree_util.tree_map(jnp.shape, dparams)
+    sliced = jax.eval_shape(lambda p: slice_params(p, model, float(draft_width)), params)
+    want = jax.tree_util.tree_map(lambda x: x.shape, sliced)
     got = jax.tree_util.tree_map(jnp.shape, draft_params)
     if want != got:
       raise ValueError(f"draft_params do not fit the width-{draft_width} draft: shapes {got} != {want}")
@@ -230,7 +234,7 @@ def speculative_generate(model: DecoderLM, params: Any, prompts: np.ndarray, *,
   total = p + int(max_new_tokens)
   toks, st = _speculative(
       model, draft, params, dparams, jnp.asarray(prompts, jnp.int32),
-      jax.random.PRNGKey(0) if rng is None else rng, gamma=int(gamma),
+      jax.random.PRNGKey(0) if rng is None else rng, draft_width=float(draft_width), gamma=int(gamma),
       total_len=total, cache_len=round_up(total + gamma + 1, cache_multiple),
       temperature=float(temperature), top_k=int(top_k),
       stop_tokens=tuple(int(s) for s in stop_tokens), pad_token=int(pad_token))
