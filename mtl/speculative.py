@@ -100,11 +100,17 @@ def _speculative(model, draft, params, draft_params, prompts, rng, *, draft_widt
     pos, last, lag, done = c["pos"], c["last"], c["lag"], c["done"]
     key = jax.random.fold_in(rng, c["round"])
     # 1. Draft: catch up (lagging rows read d_gamma of the last round first), then propose gamma tokens.
-    prev = c["buf"][rows, jnp.maximum(pos - 1, 0)]
-    pair = jnp.where(lag[:, None], jnp.stack([prev, last], 1), jnp.stack([last, last], 1))
-    l2, dpend = drf(DecoderLM.extend, pair, c["dcache"])
-    dcache0 = drf(DecoderLM.commit, c["dcache"], dpend, 1 + lag.astype(jnp.int32))
-    d1, q1 = _draw(l2[rows, lag.astype(jnp.int32)], jax.random.fold_in(key, 0), temperature, top_k)
+    def catch_up():   # some row lags: read [d_gamma, last] there, [last] elsewhere (a 2-token extend)
+      prev = c["buf"][rows, jnp.maximum(pos - 1, 0)]
+      pair = jnp.where(lag[:, None], jnp.stack([prev, last], 1), jnp.stack([last, last], 1))
+      l2, dpend = drf(DecoderLM.extend, pair, c["dcache"])
+      return l2[rows, lag.astype(jnp.int32)], drf(DecoderLM.commit, c["dcache"], dpend, 1 + lag.astype(jnp.int32))
+
+    def one_step():   # no row lags: one draft step on `last` (a 1-row matmul, not a 2-row one)
+      return drf(DecoderLM.step, last, c["dcache"])
+
+    l1, dcache0 = jax.lax.cond(jnp.any(lag & ~done), catch_up, one_step)
+    d1, q1 = _draw(l1, jax.random.fold_in(key, 0), temperature, top_k)
 
     def draft_step(carry, i):
       x, cache = carry
