@@ -3,7 +3,8 @@
 # Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
 #        ctrl_distill ctrl_none, each ctrl* optionally followed by _sw<X>: students' task-loss weight X, and/or by
 #        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331);
-#        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log.
+#        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log (DRY_RUN=1: print the config and
+#        workdir only).
 set -euo pipefail
 shopt -s extglob
 run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
