@@ -17,7 +17,9 @@ the quantity Zoology plots recall against). The loss is the cross-entropy at the
 
 Mixers: softmax / lightning / linear (Based's Taylor feature map, feature_dim 16, 1 head as in Zoology's
 Based configs) / conv (the gated short convolution alone), each with a gated kernel-3 short convolution before
-it when suffixed '_conv' (Zoology's Hybrid). Softmax uses RoPE, lightning `--lightning_slopes`.
+it when suffixed '_conv' (Zoology's Hybrid). Softmax uses RoPE, lightning `--lightning_slopes`; `lightning_id_conv`
+is lightning with identity q/k features and no LRPE (TransNormerLLM's silu features and LRPE off: plain decayed
+linear attention, as RetNet without xPos).
 
 Results are appended to --json after every run and runs already in it are skipped, so a grid can be grown in
 several invocations. Writes a PNG with one panel per L (recall vs width, one line per mixer).
@@ -47,6 +49,9 @@ MIXERS = {  # name -> DecoderLM kwargs (besides vocab, dim, depth)
     "softmax_conv": dict(mixer="softmax", num_heads=2, short_conv=3),
     "lightning": dict(mixer="lightning", num_heads=2),
     "lightning_conv": dict(mixer="lightning", num_heads=2, short_conv=3),
+    # lightning with identity q/k features and no LRPE (plain decayed linear attention, RetNet-like)
+    "lightning_id_conv": dict(mixer="lightning", num_heads=2, short_conv=3, lightning_lrpe=False,
+                              lightning_qk_activation="none"),
     "linear": dict(mixer="linear", num_heads=1, feature_dim=16),
     "linear_conv": dict(mixer="linear", num_heads=1, feature_dim=16, short_conv=3),
     "conv": dict(mixer="conv", num_heads=1, short_conv=3),
@@ -66,7 +71,7 @@ def state_floats(model: DecoderLM, seq_len: int) -> int:
   if model.mixer == "softmax":
     per += 2 * seq_len * model.dim
   elif model.mixer == "lightning":
-    per += model.num_heads * 2 * dh * dh
+    per += model.num_heads * (2 if model.lightning_lrpe else 1) * dh * dh
   elif model.mixer == "linear":
     f = feature_maps.feature_size(model.feature_map, model.feature_dim)
     per += model.num_heads * f * (dh + 1)
@@ -221,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
     raise ValueError(f"unknown mixer(s) {unknown}; known: {sorted(MIXERS)}")
   if args.lightning_slopes:
     slopes = tuple(float(v) for v in args.lightning_slopes.split(","))
-    for name in ("lightning", "lightning_conv"):
+    for name in ("lightning", "lightning_conv", "lightning_id_conv"):
       MIXERS[name] = dict(MIXERS[name], decay_slopes=slopes)
   out = run_grid(args)
   print(f"{'L':>4s} {'K':>3s} {'mixer':15s} {'width':>5s} {'state':>9s} {'recall':>7s} {'lr':>7s}  by query order")

@@ -77,6 +77,8 @@ class DecoderLM(nn.Module):
       mixer (Zoology's Hybrid; 0 = none); mixer 'conv' is that convolution
       alone. feature_dim, feature_map: q/k width per head and feature map of
       mixer 'linear'. decay_slopes: lightning per-head slopes (one per head).
+    lightning_lrpe, lightning_qk_activation: lightning mixer's LRPE and q/k feature map (TransNormerLLM:
+      True, 'silu'; False, 'none' is plain decayed linear attention, RetNet-like without its xPos).
     num_kv_heads: softmax mixer: KV heads (divides num_heads; None = num_heads, 1 = MQA).
     kv_share: softmax mixer: adjacent layers sharing one K/V (1: none, 2: CLA2, ...).
   """
@@ -97,6 +99,8 @@ class DecoderLM(nn.Module):
   feature_dim: int = 16
   feature_map: str = "taylor_exp"
   decay_slopes: tuple[float, ...] | None = None
+  lightning_lrpe: bool = True
+  lightning_qk_activation: str = "silu"
   num_kv_heads: int | None = None
   kv_share: int = 1
 
@@ -114,6 +118,9 @@ class DecoderLM(nn.Module):
       raise ValueError(f"DecoderLM.kv_share must be >= 1, got {self.kv_share}")
     if self.mixer != "softmax" and (self.num_kv_heads is not None or self.kv_share != 1):
       raise ValueError(f"num_kv_heads / kv_share apply to the softmax mixer only, not {self.mixer!r}")
+    if self.mixer != "lightning" and (not self.lightning_lrpe or self.lightning_qk_activation != "silu"):
+      raise ValueError(f"lightning_lrpe / lightning_qk_activation apply to the lightning mixer only, not "
+                       f"{self.mixer!r}")
     if self.num_kv_heads is not None and (self.num_kv_heads <= 0 or self.num_heads % self.num_kv_heads):
       raise ValueError(f"num_kv_heads {self.num_kv_heads} must be positive and divide num_heads {self.num_heads}")
     hidden = self.hidden_dim or int(self.dim * self.mlp_ratio)
@@ -133,10 +140,10 @@ class DecoderLM(nn.Module):
                       mixer="none" if self.mixer == "conv" else self.mixer, short_conv=self.short_conv,
                       impl=self.impl, block_size=self.block_size, rope=self.rope, feature_dim=self.feature_dim,
                       feature_map=self.feature_map, decay_slopes=self.decay_slopes, dtype=self.dtype,
-                      name=f"block{i}")
+                      name=f"block{i}", **self._lightning_kwargs())
           for i in range(self.depth)]
     else:
-      extra = {} if self.mixer != "softmax" else {"num_kv_heads": self.num_kv_heads}
+      extra = {"num_kv_heads": self.num_kv_heads} if self.mixer == "softmax" else self._lightning_kwargs()
       self.blocks = [
           TransNormerBlock(self.dim, self.num_heads, mlp_ratio=hidden / self.dim,
                            causal=True, mixer=self.mixer, impl=self.impl,
@@ -146,6 +153,12 @@ class DecoderLM(nn.Module):
           for i in range(self.depth)]
     self.norm = SRMSNorm()
     self.head = nn.Dense(self.vocab_size, dtype=self.dtype, name="head")
+
+  def _lightning_kwargs(self) -> dict[str, Any]:
+    """Block kwargs of the lightning options ({} for other mixers, whose blocks reject them)."""
+    if self.mixer != "lightning":
+      return {}
+    return {"use_lrpe": self.lightning_lrpe, "qk_activation": self.lightning_qk_activation}
 
   # --- properties -----------------------------------------------------------
   @property
@@ -185,6 +198,7 @@ class DecoderLM(nn.Module):
         rope=self.rope, learned_positions=self.learned_positions, short_conv=self.short_conv,
         feature_dim=self.feature_dim, feature_map=self.feature_map,
         decay_slopes=None if self.decay_slopes is None else tuple(self.decay_slopes)[:heads],
+        lightning_lrpe=self.lightning_lrpe, lightning_qk_activation=self.lightning_qk_activation,
         num_kv_heads=kv_heads, kv_share=self.kv_share, parent=None)
 
   # --- forward ----------------------------------------------------------------

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from mtl.nn import feature_maps
 from mtl.nn.attention import SoftmaxAttention, init_kv_cache
-from mtl.nn.lightning import GLU, LightningAttention, SRMSNorm, check_decay_slopes
+from mtl.nn.lightning import GLU, LightningAttention, SRMSNorm, check_decay_slopes, check_qk_activation
 from mtl.nn.linear_attention import LinearAttention
 from mtl.nn.short_conv import GatedShortConv
 
@@ -33,7 +33,7 @@ State = dict[str, Any]
 class HybridBlock(nn.Module):
   """Attributes: dim, num_heads (head_dim = dim // num_heads), mlp_ratio, mixer (HYBRID_MIXERS), short_conv
   (kernel size, 0 = none), impl/block_size (lightning), rope (softmax), feature_dim/feature_map (linear),
-  decay_slopes (lightning)."""
+  decay_slopes, use_lrpe, qk_activation (lightning: see LightningAttention)."""
   dim: int
   num_heads: int
   mlp_ratio: float = 2.0
@@ -45,6 +45,8 @@ class HybridBlock(nn.Module):
   feature_dim: int = 16
   feature_map: str = "taylor_exp"
   decay_slopes: tuple[float, ...] | None = None
+  use_lrpe: bool = True
+  qk_activation: str = "silu"
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -58,8 +60,11 @@ class HybridBlock(nn.Module):
       raise ValueError("mixer 'none' needs short_conv > 0: the block would mix no tokens")
     if self.mixer != "lightning" and self.decay_slopes is not None:
       raise ValueError(f"decay_slopes is a lightning-mixer option, not used by mixer {self.mixer!r}")
+    if self.mixer != "lightning" and (not self.use_lrpe or self.qk_activation != "silu"):
+      raise ValueError(f"use_lrpe / qk_activation are lightning-mixer options, not used by mixer {self.mixer!r}")
     if self.mixer == "lightning":
       check_decay_slopes(self.decay_slopes, self.num_heads)
+      check_qk_activation(self.qk_activation)
     head_dim = self.dim // self.num_heads
     if self.short_conv:
       self.conv = GatedShortConv(self.dim, self.short_conv, dtype=self.dtype, name="conv")
@@ -69,6 +74,7 @@ class HybridBlock(nn.Module):
     elif self.mixer == "lightning":
       self.token_mixer = LightningAttention(self.num_heads, head_dim, causal=True, block_size=self.block_size,
                                             impl=self.impl, decay_slopes=self.decay_slopes, out_dim=self.dim,
+                                            use_lrpe=self.use_lrpe, qk_activation=self.qk_activation,
                                             dtype=self.dtype, name="mixer")
     elif self.mixer == "linear":
       self.token_mixer = LinearAttention(self.num_heads, self.feature_dim, head_dim, feature_map=self.feature_map,
@@ -100,7 +106,8 @@ class HybridBlock(nn.Module):
     if self.mixer == "softmax":
       st["mixer"] = init_kv_cache(batch, max_len, self.num_heads, head_dim)
     elif self.mixer == "lightning":
-      st["mixer"] = {"kv": jnp.zeros((batch, self.num_heads, 2 * head_dim, head_dim), jnp.float32),
+      qk = 2 * head_dim if self.use_lrpe else head_dim
+      st["mixer"] = {"kv": jnp.zeros((batch, self.num_heads, qk, head_dim), jnp.float32),
                      "pos": jnp.zeros((batch,), jnp.int32)}
     elif self.mixer == "linear":
       f = LinearAttention(self.num_heads, self.feature_dim, head_dim, feature_map=self.feature_map,

@@ -1,7 +1,7 @@
 """TransNormer-style layers: lightning attention, SRMSNorm, GLU, the block.
 
 Following TransNormerLLM ("Scaling TransNormer to 175B"):
-  Q = silu(X Wq), K = silu(X Wk), V = X Wv, U = X Wu,
+  Q = silu(X Wq), K = silu(X Wk), V = X Wv, U = X Wu  (q/k feature map selectable: `qk_activation`),
   LRPE:  q_t -> [q_t cos(t theta), q_t sin(t theta)] (same for k), so q.k
          depends on cos((t - s) theta) only (relative positions),
   O = SRMSNorm(decayed linear attention(Q, K, V)) * U,   Y = O Wo,
@@ -87,6 +87,12 @@ def check_decay_slopes(slopes: tuple[float, ...] | None, num_heads: int) -> None
     raise ValueError(f"decay_slopes must be finite and >= 0, got {vals}")
 
 
+def check_qk_activation(name: str) -> None:
+  """A known q/k feature map of LightningAttention; else ValueError naming it."""
+  if name not in _ACTS:
+    raise ValueError(f"unknown lightning qk_activation {name!r}; expected one of {sorted(_ACTS)}")
+
+
 class LightningAttention(nn.Module):
   """TransNormerLLM gated linear (lightning) attention. x [B,L,D] -> [B,L,D_out].
 
@@ -98,6 +104,8 @@ class LightningAttention(nn.Module):
     decay_slopes: explicit per-head slopes s_h >= 0 (H of them; decay exp(-s_h), 0 = no decay); overrides
       decay_base.
     lrpe_base: theta_d = lrpe_base^(-d / Dh).
+    qk_activation: feature map of q and k ('silu': TransNormerLLM's; 'none': identity, i.e. plain decayed
+      linear attention as in RetNet; also 'gelu', 'sigmoid').
     out_dim: output width (default H * Dh).
   """
   num_heads: int
@@ -109,11 +117,13 @@ class LightningAttention(nn.Module):
   decay_base: float = 8.0
   decay_slopes: tuple[float, ...] | None = None
   lrpe_base: float = 10000.0
+  qk_activation: str = "silu"
   out_dim: int | None = None
   dtype: Any = jnp.float32
 
   def setup(self):
     check_decay_slopes(self.decay_slopes, self.num_heads)
+    check_qk_activation(self.qk_activation)
     if self.impl not in IMPLS:
       raise ValueError(f"unknown impl {self.impl!r}; expected one of {IMPLS}")
     if self.num_heads <= 0 or self.head_dim <= 0 or self.block_size <= 0:
@@ -143,7 +153,8 @@ class LightningAttention(nn.Module):
   def _project(self, x, positions):
     """x [..., D] -> q, k [..., H, Dqk], v, u [..., H, Dh]."""
     p = self.qkvu(x)
-    q, k = nn.silu(p[..., 0, :, :]), nn.silu(p[..., 1, :, :])
+    act = _ACTS[self.qk_activation]
+    q, k = act(p[..., 0, :, :]), act(p[..., 1, :, :])
     v, u = p[..., 2, :, :], p[..., 3, :, :]
     if self.use_lrpe:
       theta = self._theta()
@@ -204,7 +215,7 @@ class TransNormerBlock(nn.Module):
     dim: model width (multiple of num_heads); head_dim = dim // num_heads.
     num_heads, mlp_ratio (GLU hidden = int(dim * mlp_ratio)), causal.
     mixer: 'lightning' or 'softmax'. impl: lightning 'jnp' / 'pallas' (also
-      selects the softmax decode kernel). block_size, use_lrpe: lightning.
+      selects the softmax decode kernel). block_size, use_lrpe, qk_activation: lightning.
     glu_activation: see GLU. decay_slopes: lightning per-head slopes (see LightningAttention).
     num_kv_heads, softmax_project_kv: softmax mixer only: grouped-query KV heads and cross-layer
       attention (see mtl.nn.attention.SoftmaxAttention: num_kv_heads, project_kv).
@@ -217,6 +228,7 @@ class TransNormerBlock(nn.Module):
   impl: str = "jnp"
   block_size: int = 64
   use_lrpe: bool = True
+  qk_activation: str = "silu"
   softmax_rope: bool = False
   glu_activation: str = "none"
   decay_slopes: tuple[float, ...] | None = None
@@ -241,10 +253,13 @@ class TransNormerBlock(nn.Module):
       self.token_mixer = LightningAttention(
           self.num_heads, head_dim, causal=self.causal,
           use_lrpe=self.use_lrpe, block_size=self.block_size, impl=self.impl,
-          decay_slopes=self.decay_slopes, out_dim=self.dim, dtype=self.dtype, name="mixer")
+          decay_slopes=self.decay_slopes, qk_activation=self.qk_activation, out_dim=self.dim,
+          dtype=self.dtype, name="mixer")
     else:
       if self.decay_slopes is not None:
         raise ValueError("decay_slopes is a lightning-mixer option; the softmax mixer has no decay")
+      if not self.use_lrpe or self.qk_activation != "silu":
+        raise ValueError("use_lrpe / qk_activation are lightning-mixer options, not used by the softmax mixer")
       self.token_mixer = SoftmaxAttention(
           self.num_heads, head_dim, causal=self.causal, out_dim=self.dim,
           decode_impl=self.impl, dtype=self.dtype, rope=self.softmax_rope,

@@ -1,5 +1,7 @@
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,6 +22,14 @@ def test_query_index_and_state_sizes():
   # Based linear attention, 1 head, feature_dim 16: (1 + 16 + 256) x (Dh + 1) per block, independent of L.
   lin = DecoderLM(64, 32, 2, **kw("linear"))
   assert bench_recall.state_floats(lin, 64) == bench_recall.state_floats(lin, 512) == 2 * 273 * 33
+  # lightning, 2 heads of Dh = 16: a [2 Dh, Dh] state per head with LRPE, [Dh, Dh] without (+ conv history);
+  # equal to the float entries of the model's own decode cache.
+  for name, per_head in (("lightning_conv", 2 * 16 * 16), ("lightning_id_conv", 16 * 16)):
+    m = DecoderLM(64, 32, 2, **kw(name))
+    assert bench_recall.state_floats(m, 64) == 2 * (2 * per_head + 2 * 32)
+    cache = m.apply({}, 1, 64, method=DecoderLM.init_cache)
+    floats = sum(a.size for a in jax.tree.leaves(cache) if jnp.issubdtype(a.dtype, jnp.floating))
+    assert floats == bench_recall.state_floats(m, 64)
   assert bench_recall.num_pairs(64) == 4 and bench_recall.num_pairs(256) == 16
 
 

@@ -17,6 +17,9 @@ CONFIGS = {
     "lightning_conv_slopes": dict(mixer="lightning", short_conv=4, decay_slopes=(0.0, 0.05, 0.5, 3.0)),
     "lightning_slopes": dict(mixer="lightning", decay_slopes=(0.0, 0.05, 0.5, 3.0)),
     "softmax_learned_positions": dict(mixer="softmax", rope=False, learned_positions=16),
+    # identity q/k features, no LRPE: plain decayed linear attention, with (HybridBlock) and without a conv
+    "lightning_id_conv": dict(mixer="lightning", short_conv=3, lightning_lrpe=False, lightning_qk_activation="none"),
+    "lightning_id": dict(mixer="lightning", lightning_lrpe=False, lightning_qk_activation="none"),
 }
 
 
@@ -69,7 +72,7 @@ def test_prefill_step_extend_commit_match_full_forward(name):
   np.testing.assert_allclose(lt, jnp.stack([full[0, 5], full[1, 6]]), atol=5e-5)
 
 
-@pytest.mark.parametrize("name", ["linear", "softmax_conv", "lightning_conv_slopes"])
+@pytest.mark.parametrize("name", ["linear", "softmax_conv", "lightning_conv_slopes", "lightning_id_conv"])
 def test_slim_submodel_reads_leading_weights(name):
   m, params, toks, full = _setup(name)
   sub = m.slim(0.5)
@@ -118,3 +121,35 @@ def test_bad_mixer_configs():
     init(mixer="linear", feature_map="relu")
   with pytest.raises(ValueError, match="learned_positions"):
     DecoderLM(V, 32, 1, 4, learned_positions=2).init(jax.random.PRNGKey(0), toks)
+  with pytest.raises(ValueError, match="qk_activation 'relu6'"):
+    init(mixer="lightning", lightning_qk_activation="relu6")
+  with pytest.raises(ValueError, match="qk_activation 'relu6'"):
+    init(mixer="lightning", short_conv=3, lightning_qk_activation="relu6")
+  for kw in (dict(lightning_lrpe=False), dict(lightning_qk_activation="none")):   # options without effect
+    for mixer in ("softmax", "linear"):
+      with pytest.raises(ValueError, match="lightning mixer only"):
+        init(mixer=mixer, **kw)
+
+
+def test_lightning_identity_features_no_lrpe_is_decayed_linear_attention():
+  # lightning_lrpe=False + identity q/k: mixer output (before SRMSNorm, gate and projection) is
+  # sum_{s<=t} exp(-slope_h (t - s)) (q_t . k_s) v_s, checked in float64 on badly scaled inputs.
+  from mtl.nn.lightning import LightningAttention  # pylint: disable=import-outside-toplevel
+  slopes = (0.0, 0.7)
+  m = LightningAttention(2, 4, causal=True, use_lrpe=False, qk_activation="none", decay_slopes=slopes, block_size=3)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 8)) * jnp.array([1e-3, 1.0, 30.0, 1.0] * 2)
+  p = m.init(jax.random.PRNGKey(1), x)
+  w = {k: np.asarray(v, np.float64) for k, v in p["params"]["qkvu"].items()}
+  proj = np.einsum("bld,dfhe->blfhe", np.asarray(x, np.float64), w["kernel"]) + w["bias"]
+  q, k, v, u = (proj[:, :, i] for i in range(4))                                   # [B, L, H, Dh]
+  lag = np.arange(7)[:, None] - np.arange(7)[None, :]
+  decay = np.stack([np.where(lag >= 0, np.exp(-s * np.maximum(lag, 0)), 0.0) for s in slopes])   # [H, L, L]
+  o = np.einsum("hts,bthd,bshd,bshe->bthe", decay, q, k, v)
+  o = o.reshape(2, 7, 8)
+  o = (o / np.sqrt(np.mean(o * o, -1, keepdims=True) + 1e-6)).reshape(2, 7, 2, 4) * u
+  wo = {k2: np.asarray(v2, np.float64) for k2, v2 in p["params"]["out"].items()}
+  want = np.einsum("blhe,hed->bld", o, wo["kernel"]) + wo["bias"]
+  got = m.apply(p, x)
+  np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4 * np.abs(want).max())
+  silu = LightningAttention(2, 4, causal=True, use_lrpe=False, decay_slopes=slopes, block_size=3)
+  assert np.abs(np.asarray(silu.apply(p, x)) - want).max() > 1e-2 * np.abs(want).max()   # the default differs
