@@ -19,7 +19,8 @@ Mixers: softmax / lightning / linear (Based's Taylor feature map, feature_dim 16
 Based configs) / conv (the gated short convolution alone), each with a gated kernel-3 short convolution before
 it when suffixed '_conv' (Zoology's Hybrid). Softmax uses RoPE, lightning `--lightning_slopes`; `lightning_id_conv`
 is lightning with identity q/k features and no LRPE (TransNormerLLM's silu features and LRPE off: plain decayed
-linear attention, as RetNet without xPos).
+linear attention, as RetNet without xPos); `lightning_nolrpe_conv` (silu, no LRPE) and `lightning_idlrpe_conv`
+(identity, LRPE) change one of the two.
 
 Results are appended to --json after every run and runs already in it are skipped, so a grid can be grown in
 several invocations. Writes a PNG with one panel per L (recall vs width, one line per mixer).
@@ -49,9 +50,12 @@ MIXERS = {  # name -> DecoderLM kwargs (besides vocab, dim, depth)
     "softmax_conv": dict(mixer="softmax", num_heads=2, short_conv=3),
     "lightning": dict(mixer="lightning", num_heads=2),
     "lightning_conv": dict(mixer="lightning", num_heads=2, short_conv=3),
-    # lightning with identity q/k features and no LRPE (plain decayed linear attention, RetNet-like)
+    # lightning with identity q/k features and no LRPE (plain decayed linear attention, RetNet-like), and the
+    # two halves of that change alone
     "lightning_id_conv": dict(mixer="lightning", num_heads=2, short_conv=3, lightning_lrpe=False,
                               lightning_qk_activation="none"),
+    "lightning_nolrpe_conv": dict(mixer="lightning", num_heads=2, short_conv=3, lightning_lrpe=False),
+    "lightning_idlrpe_conv": dict(mixer="lightning", num_heads=2, short_conv=3, lightning_qk_activation="none"),
     "linear": dict(mixer="linear", num_heads=1, feature_dim=16),
     "linear_conv": dict(mixer="linear", num_heads=1, feature_dim=16, short_conv=3),
     "conv": dict(mixer="conv", num_heads=1, short_conv=3),
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> dict:
     raise ValueError(f"unknown mixer(s) {unknown}; known: {sorted(MIXERS)}")
   if args.lightning_slopes:
     slopes = tuple(float(v) for v in args.lightning_slopes.split(","))
-    for name in ("lightning", "lightning_conv", "lightning_id_conv"):
+    for name in [m for m in MIXERS if m.startswith("lightning")]:
       MIXERS[name] = dict(MIXERS[name], decay_slopes=slopes)
   out = run_grid(args)
   print(f"{'L':>4s} {'K':>3s} {'mixer':15s} {'width':>5s} {'state':>9s} {'recall':>7s} {'lr':>7s}  by query order")

@@ -72,6 +72,13 @@ def test_evaluate_with_json_baselines(trained, tmp_path):
   np.testing.assert_allclose(dm, 100 * np.mean([(main[t] - 0.5) / 0.5 for t in main]))
   with pytest.raises(ValueError, match="not task=WORKDIR"):
     evaluate.read_baselines("nonsense", "test")
+  # --max_batches: the first batches only, the same numbers evaluate_split gives on them
+  first, _ = evaluate.load_and_evaluate(trained, "test", max_batches=1)
+  exp1, state1, _ = loop.restore_experiment(trained)
+  want = loop.evaluate_split(exp1, state1, "test", max_batches=1)
+  assert first == want and first != metrics
+  with pytest.raises(ValueError, match="max_batches must be positive"):
+    evaluate.load_and_evaluate(trained, "test", max_batches=0)
 
 
 def test_compare_with_fixed_width_run(trained, tmp_path):
