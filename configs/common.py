@@ -36,7 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.grad_clip_norm = 0.0
 
   # The train-step variant (mtl.train.registry.TRAIN_STEPS): 'standard', 'sandwich' (controllable MTL, needs
-  # config.control), 'nested_draft' (LM speculative drafts, needs config.draft.widths), or 'package.module:fn'.
+  # config.control), 'nested_draft' (LM speculative drafts, needs config.draft.widths), 'teacher_distill'
+  # (distillation from another run's checkpoint, needs config.teacher.workdir), or 'package.module:fn'.
   c.train_step = "standard"
 
   c.mtl = ml_collections.ConfigDict()

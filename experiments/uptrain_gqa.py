@@ -8,7 +8,9 @@ key and value projections of each group of H / Hkv consecutive heads (`mtl.nn.at
 writes the result as step 0 of a new run in --workdir (the source config with model.lm.num_kv_heads = Hkv,
 num_steps = N, a fresh optimizer state) and trains it there with `mtl.train.loop.train_and_evaluate`
 (re-running resumes). N defaults to 5% of the source's trained steps (the paper's alpha = 0.05); warmup is
-min(source warmup, N // 10). --num_kv_heads equal to the source's head count skips the pooling: the same
+min(source warmup, N // 10). --kd_weight W > 0 adds distillation from the source checkpoint (W * KL(source ||
+student) per task; a teacher forward per step, not part of the paper's recipe).
+--num_kv_heads equal to the source's head count skips the pooling: the same
 schedule continues the multi-head model, the control for "extra steps alone".
 Prints and writes {source, pooled (before training), uptrained} test metrics.
 """
@@ -36,6 +38,8 @@ _EVAL_SOURCE = flags.DEFINE_bool("eval_source", True, "Evaluate the source check
                                   "missing or of another step (off: report none).")
 _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 0, "Evaluate source, pooled and uptrained models on the "
                                      "first N test batches only (0: the whole split, as train_and_evaluate).")
+_KD = flags.DEFINE_float("kd_weight", 0.0, "Also distil from the source (per task loss + kd_weight * "
+                         "KL(source || student), train step 'teacher_distill'); 0 = the paper's recipe.")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
 
@@ -49,10 +53,11 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   src_exp, src_state, src_step = loop.restore_experiment(_SRC.value)
-  cfg = uptrain_config(src_exp.config, _KV.value, _STEPS.value, _LR.value, src_step)
+  cfg = uptrain_config(src_exp.config, _KV.value, _STEPS.value, _LR.value, src_step, _SRC.value, _KD.value)
   result = {"source_workdir": _SRC.value, "source_step": src_step, "num_kv_heads": _KV.value,
             "num_heads": int(cfg.model.lm.num_heads), "uptrain_steps": cfg.num_steps,
-            "uptrain_fraction": cfg.num_steps / src_step, "learning_rate": cfg.optimizer.learning_rate}
+            "uptrain_fraction": cfg.num_steps / src_step, "learning_rate": cfg.optimizer.learning_rate,
+            "kd_weight": _KD.value}
   src_results = os.path.join(_SRC.value, "results.json")
   saved = {}
   if os.path.exists(src_results):

@@ -20,21 +20,7 @@ from mtl.tasks.base import TaskSpec
 from mtl.train.registry import TRAIN_STEPS
 from mtl.train.state import TrainState
 from mtl.train.step import StepOutput, finish_step, forward, task_losses_and_stats
-
-
-def distill_kl(teacher_logits: jax.Array, student_logits: jax.Array, targets: jax.Array) -> jax.Array:
-  """Mean KL(softmax(teacher) || softmax(student)) in nats over tokens with targets >= 0.
-
-  teacher_logits, student_logits: [B, L, V]; targets: int [B, L] (negative = padding). The teacher gets
-  no gradient.
-  """
-  if teacher_logits.shape != student_logits.shape:
-    raise ValueError(f"teacher logits {teacher_logits.shape} != student logits {student_logits.shape}")
-  t = jax.nn.log_softmax(jax.lax.stop_gradient(teacher_logits).astype(jnp.float32), -1)
-  s = jax.nn.log_softmax(student_logits.astype(jnp.float32), -1)
-  kl = jnp.sum(jnp.exp(t) * (t - s), -1)
-  w = (targets >= 0).astype(jnp.float32)
-  return jnp.sum(kl * w) / jnp.maximum(jnp.sum(w), 1.0)
+from mtl.train.teacher_distill import distill_kl  # noqa: F401  (re-exported: the KL every distillation uses)
 
 
 def check_draft_config(draft: ml_collections.ConfigDict) -> tuple[tuple[float, ...], float]:

@@ -5,6 +5,7 @@ found). A fork's own plug-ins need no line here: name them as 'package.module:at
 # Train-step variants (mtl.train.registry.TRAIN_STEPS) defined in higher layers.
 import mtl.control.sandwich_step  # noqa: F401  'sandwich'
 import mtl.nested_draft  # noqa: F401  'nested_draft'
+import mtl.train.teacher_distill  # noqa: F401  'teacher_distill'
 # Models (mtl.models.registry.MODELS) and datasets (mtl.data.registry.DATASETS) outside their package's imports.
 import mtl.models.lm  # noqa: F401  'lm'
 import mtl.models.multitask  # noqa: F401  'multitask'

@@ -7,9 +7,12 @@ import ml_collections
 
 
 def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int | None,
-                   learning_rate: float | None, src_step: int | None = None) -> ml_collections.ConfigDict:
+                   learning_rate: float | None, src_step: int | None = None, teacher_workdir: str | None = None,
+                   kd_weight: float = 0.0) -> ml_collections.ConfigDict:
   """The uptraining config: the source's with num_kv_heads, a short schedule and one final checkpoint.
-  src_step: steps the source was trained (default its num_steps); N defaults to 5% of it."""
+  src_step: steps the source was trained (default its num_steps); N defaults to 5% of it.
+  kd_weight > 0: also distil from the source checkpoint in `teacher_workdir` (train step 'teacher_distill',
+  per task loss + kd_weight * KL(source || student); not in the paper's recipe, which is kd_weight 0)."""
   if src.model.get("name") != "lm" or src.model.lm.get("mixer") != "softmax":
     raise ValueError(f"GQA uptraining needs a softmax-mixer 'lm' run, got model {src.model.get('name')!r} "
                      f"mixer {src.model.get('lm', {}).get('mixer')!r}")
@@ -32,4 +35,11 @@ def uptrain_config(src: ml_collections.ConfigDict, num_kv_heads: int, steps: int
   if cfg.get("draft", {}).get("widths", ()):   # no nested drafts while uptraining
     cfg.draft.widths = ()
     cfg.train_step = "standard"
+  if kd_weight < 0 or kd_weight != kd_weight:
+    raise ValueError(f"kd_weight must be >= 0 (0: no distillation), got {kd_weight}")
+  if kd_weight > 0:
+    if not teacher_workdir:
+      raise ValueError("kd_weight > 0 needs teacher_workdir (the source run to distil from)")
+    cfg.train_step = "teacher_distill"
+    cfg.teacher = ml_collections.ConfigDict({"workdir": teacher_workdir, "step": src_step, "kd_weight": kd_weight})
   return cfg

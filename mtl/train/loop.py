@@ -73,6 +73,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if variant != "nested_draft" and tuple(config.get("draft", {}).get("widths", ()) or ()):
     raise ValueError(f"config.draft.widths is set but config.train_step is {variant!r}: drafts are only trained "
                      "by the 'nested_draft' step")
+  if variant != "teacher_distill" and config.get("teacher", {}).get("workdir"):
+    raise ValueError(f"config.teacher.workdir is set but config.train_step is {variant!r}: a teacher is only used "
+                     "by the 'teacher_distill' step")
 
 
 def train_step_name(config: ml_collections.ConfigDict) -> str:

@@ -5,7 +5,8 @@ batch) -> (state, {'scalars': ..., 'stats': ...})` is unjitted (the loop jits it
 Variants assemble their loss with `mtl.train.step.forward` / `task_losses_and_stats` and end with
 `mtl.train.step.finish_step`, so every variant keeps batch statistics, sown auxiliary losses and the same
 metrics. 'standard' lives in mtl/train/step.py; 'sandwich' (controllable MTL) in mtl/control/sandwich_step.py;
-'nested_draft' (LM speculative drafts) in mtl/nested_draft.py.
+'nested_draft' (LM speculative drafts) in mtl/nested_draft.py; 'teacher_distill' (distillation from a frozen
+checkpoint) in mtl/train/teacher_distill.py.
 """
 from __future__ import annotations
 

@@ -22,3 +22,15 @@ def test_uptrain_config_sets_kv_heads_and_short_schedule():
 def test_uptrain_config_rejects_bad_sources(arg, kv, match):
   with pytest.raises(ValueError, match=match):
     uptrain_config(lm_gcide.get_config(arg), kv, 10, None)
+
+
+def test_uptrain_config_with_distillation_from_the_source():
+  src = lm_gcide.get_config("mixer=softmax,steps=600,heads=4")
+  assert uptrain_config(src, 2, 60, None).train_step == "standard"        # the paper's recipe: no teacher
+  cfg = uptrain_config(src, 2, 60, None, src_step=600, teacher_workdir="/runs/mha", kd_weight=0.5)
+  assert cfg.train_step == "teacher_distill"
+  assert cfg.teacher.to_dict() == {"workdir": "/runs/mha", "step": 600, "kd_weight": 0.5}
+  with pytest.raises(ValueError, match="needs teacher_workdir"):
+    uptrain_config(src, 2, 60, None, kd_weight=0.5)
+  with pytest.raises(ValueError, match="kd_weight must be >= 0"):
+    uptrain_config(src, 2, 60, None, teacher_workdir="/runs/mha", kd_weight=-1.0)
