@@ -9,7 +9,8 @@ writes the result as step 0 of a new run in --workdir (the source config with mo
 num_steps = N, a fresh optimizer state) and trains it there with `mtl.train.loop.train_and_evaluate`
 (re-running resumes). N defaults to 5% of the source's trained steps (the paper's alpha = 0.05); warmup is
 min(source warmup, N // 10). --kd_weight W > 0 adds distillation from the source checkpoint (W * KL(source ||
-student) per task; a teacher forward per step, not part of the paper's recipe).
+student) per task; a teacher forward per step, not part of the paper's recipe); --pooling svd replaces the mean
+by RoPE-aware low-rank fits of each group's K / V projections (mtl/nn/kv_pooling.py).
 --num_kv_heads equal to the source's head count skips the pooling: the same
 schedule continues the multi-head model, the control for "extra steps alone".
 Prints and writes {source, pooled (before training), uptrained} test metrics.
@@ -25,6 +26,7 @@ from absl import app, flags, logging
 from mtl import evaluate as evaluate_lib
 from mtl.models.gqa_uptrain import uptrain_config
 from mtl.nn.attention import pool_kv_heads
+from mtl.nn.kv_pooling import pool_kv_heads_svd
 from mtl.train import checkpoint as ckpt_lib
 from mtl.train import loop
 
@@ -40,6 +42,9 @@ _EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 0, "Evaluate source, pooled
                                      "first N test batches only (0: the whole split, as train_and_evaluate).")
 _KD = flags.DEFINE_float("kd_weight", 0.0, "Also distil from the source (per task loss + kd_weight * "
                          "KL(source || student), train step 'teacher_distill'); 0 = the paper's recipe.")
+_POOLING = flags.DEFINE_enum("pooling", "mean", ["mean", "svd"], "KV-head conversion: 'mean' (the paper's "
+                             "mean pooling) or 'svd' (RoPE-aware low-rank fits, remainders folded into q / out: "
+                             "mtl/nn/kv_pooling.py).")
 _JSON = flags.DEFINE_string("json", None, "Also write the results to this JSON file.")
 flags.mark_flags_as_required(["src_workdir", "workdir", "num_kv_heads"])
 
@@ -57,7 +62,7 @@ def main(argv):
   result = {"source_workdir": _SRC.value, "source_step": src_step, "num_kv_heads": _KV.value,
             "num_heads": int(cfg.model.lm.num_heads), "uptrain_steps": cfg.num_steps,
             "uptrain_fraction": cfg.num_steps / src_step, "learning_rate": cfg.optimizer.learning_rate,
-            "kd_weight": _KD.value}
+            "kd_weight": _KD.value, "pooling": _POOLING.value}
   src_results = os.path.join(_SRC.value, "results.json")
   saved = {}
   if os.path.exists(src_results):
@@ -75,7 +80,8 @@ def main(argv):
                                async_save=False)
   if ckpt.latest_step() is None:
     exp = loop.build_experiment(cfg)
-    params = src_state.params if cfg.model.lm.num_kv_heads is None else pool_kv_heads(
+    pool = pool_kv_heads_svd if _POOLING.value == "svd" else pool_kv_heads
+    params = src_state.params if cfg.model.lm.num_kv_heads is None else pool(
         jax.device_get(src_state.params), _KV.value)
     if jax.tree.structure(params) != jax.tree.structure(exp.state.params):
       raise ValueError("pooled parameters do not match the GQA model's parameter tree")
