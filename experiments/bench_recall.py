@@ -23,7 +23,8 @@ linear attention, as RetNet without xPos); `lightning_nolrpe_conv` (silu, no LRP
 (identity, LRPE) change one of the two.
 
 Results are appended to --json after every run and runs already in it are skipped, so a grid can be grown in
-several invocations. Writes a PNG with one panel per L (recall vs width, one line per mixer).
+several invocations. Writes a PNG with one column per L: recall vs width and recall vs decode state size, one
+line per mixer.
 """
 from __future__ import annotations
 
@@ -184,27 +185,33 @@ def run_grid(args) -> dict:
 
 
 def plot(out: dict, path: str) -> None:
+  """One column per L: recall vs model width (top) and vs decode state floats per sequence (bottom, Zoology's
+  axis), one colour and marker per mixer, the no-binding level 1/K dotted."""
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   lengths = sorted({r["seq_len"] for r in out["runs"]})
-  fig, axes = plt.subplots(1, len(lengths), figsize=(4 * len(lengths), 3.4), squeeze=False)
+  fig, axes = plt.subplots(2, len(lengths), figsize=(4.2 * len(lengths), 6.6), squeeze=False)
   mixers = sorted({r["mixer"] for r in out["runs"]})
-  style = {m: (f"C{i}", "os^vDx*"[i % 7]) for i, m in enumerate(mixers)}   # one colour and marker per mixer
-  for ax, length in zip(axes[0], lengths):
+  style = {m: (f"C{i}", "os^vDx*<>p"[i % 10]) for i, m in enumerate(mixers)}   # one colour and marker per mixer
+  for col, length in enumerate(lengths):
     runs = [r for r in out["runs"] if r["seq_len"] == length]
-    for mixer in sorted({r["mixer"] for r in runs}):
-      rs = sorted((r for r in runs if r["mixer"] == mixer), key=lambda r: r["width"])
-      color, marker = style[mixer]
-      ax.plot([r["width"] for r in rs], [r["recall"] for r in rs], "-", color=color, marker=marker,
-              markerfacecolor="none", markersize=9, label=mixer)
-    ax.legend(fontsize=7, loc="center right")
-    ax.axhline(1.0 / num_pairs(length), color="gray", ls=":", lw=1, label="chance 1/K")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("model width")
-    ax.set_title(f"L={length}, K={num_pairs(length)} pairs")
-    ax.set_ylim(0, 1.02)
-  axes[0][0].set_ylabel("MQAR recall (test)")
+    for row, key, label in ((0, "width", "model width"), (1, "state_floats", "decode state (floats / sequence)")):
+      ax = axes[row][col]
+      for mixer in sorted({r["mixer"] for r in runs}):
+        rs = sorted((r for r in runs if r["mixer"] == mixer), key=lambda r: r[key])
+        color, marker = style[mixer]
+        ax.plot([r[key] for r in rs], [r["recall"] for r in rs], "-", color=color, marker=marker,
+                markerfacecolor="none", markersize=9, label=mixer)
+      ax.axhline(1.0 / num_pairs(length), color="gray", ls=":", lw=1)
+      ax.set_xscale("log", base=2)
+      ax.set_xlabel(label)
+      ax.set_ylim(0, 1.02)
+      if row == 0:
+        ax.set_title(f"L={length}, K={num_pairs(length)} pairs (dotted: 1/K)")
+        ax.legend(fontsize=7, loc="center right")
+  for row in (0, 1):
+    axes[row][0].set_ylabel("MQAR recall (test)")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
 
