@@ -104,3 +104,13 @@ def test_bad_config_args_are_named():
   assert _load("fashion_scenes", "semseg+depth").dataset.tasks == ("semseg", "depth")
   with pytest.raises(ValueError, match="unknown task name"):  # raised when the loop selects the tasks
     select_tasks(registry.get_spec("fashion_scenes").tasks, _load("fashion_scenes", "seg").dataset.tasks)
+
+
+def test_mqar_lightning_feature_map_args():
+  c = _load("mqar", "mixer=lightning,qk=none,lrpe=0")
+  assert c.model.lm.lightning_qk_activation == "none" and c.model.lm.lightning_lrpe is False
+  assert "lightning_lrpe" not in _load("mqar", "mixer=lightning").model.lm      # the TransNormer default
+  with pytest.raises(ValueError, match="options of mixer=lightning, not 'softmax'"):
+    _load("mqar", "mixer=softmax,qk=none")
+  with pytest.raises(ValueError, match="lrpe must be 0 or 1"):
+    _load("mqar", "mixer=lightning,lrpe=2")
