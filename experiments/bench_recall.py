@@ -205,6 +205,7 @@ def plot(out: dict, path: str) -> None:
                 markerfacecolor="none", markersize=9, label=mixer)
       ax.axhline(1.0 / num_pairs(length), color="gray", ls=":", lw=1)
       ax.set_xscale("log", base=2)
+      ax.margins(x=0.15)
       ax.set_xlabel(label)
       ax.set_ylim(0, 1.02)
       if row == 0:
