@@ -26,7 +26,7 @@ forward uses positions 0..L-1, prefill the same, decode the cache length.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -83,11 +83,13 @@ def kv_cache_bytes(cache: Any) -> int:
   return sum(int(c[n].size) * c[n].dtype.itemsize for c in leaves for n in ("k", "v") if n in c)
 
 
-def pool_kv_heads(params: Any, num_kv_heads: int) -> Any:
-  """Multi-head -> grouped-query parameters: every `qkv` projection in the tree (kernel [D, 3, H, Dh],
-  bias [3, H, Dh]) becomes `q` (its query part) and `kv` ([D, 2, Hkv, Dh], [2, Hkv, Dh]: the mean of the
-  key / value projections over each group of H / Hkv consecutive heads). Other entries are kept.
-  Mean-pooling the projections equals mean-pooling the projected (and RoPE-rotated) keys and values."""
+def convert_qkv_modules(params: Any, num_kv_heads: int, convert: Callable[[dict, str, int], dict],
+                        who: str) -> Any:
+  """Walks a parameter tree and replaces every module dict holding a multi-head `qkv` projection (kernel
+  [D, 3, H, Dh]) by `convert(module, path, g)` (g = H / num_kv_heads, the group size), after checking the kernel
+  and that num_kv_heads divides H; other entries are kept. Errors name `who` and the module's path; a tree with
+  no such module is an error. The walk shared by the KV-head poolings (`pool_kv_heads`,
+  `mtl.nn.kv_pooling.pool_kv_heads_svd`)."""
   if num_kv_heads <= 0:
     raise ValueError(f"num_kv_heads must be positive, got {num_kv_heads}")
   found = [0]
@@ -97,27 +99,40 @@ def pool_kv_heads(params: Any, num_kv_heads: int) -> Any:
       return tree
     tree = dict(tree)
     if "qkv" in tree:
-      qkv = dict(tree.pop("qkv"))
-      kern = qkv["kernel"]
+      kern = tree["qkv"]["kernel"]
       if kern.ndim != 4 or kern.shape[1] != 3:
-        raise ValueError(f"pool_kv_heads: {path}/qkv/kernel must be [D, 3, H, Dh], got {kern.shape}")
+        raise ValueError(f"{who}: {path}/qkv/kernel must be [D, 3, H, Dh], got {kern.shape}")
       h = kern.shape[2]
       if h % num_kv_heads:
-        raise ValueError(f"pool_kv_heads: {path} has {h} heads, not a multiple of num_kv_heads {num_kv_heads}")
-      g = h // num_kv_heads
-      pool = lambda a, ax: a.reshape(a.shape[:ax] + (num_kv_heads, g) + a.shape[ax + 1:]).mean(ax + 1)
-      tree["q"] = {"kernel": kern[:, 0]}
-      tree["kv"] = {"kernel": pool(kern[:, 1:], 2)}
-      if "bias" in qkv:
-        tree["q"]["bias"] = qkv["bias"][0]
-        tree["kv"]["bias"] = pool(qkv["bias"][1:], 1)
+        raise ValueError(f"{who}: {path} has {h} heads, not a multiple of num_kv_heads {num_kv_heads}")
+      tree = convert(tree, path, h // num_kv_heads)
       found[0] += 1
     return {k: walk(v, f"{path}/{k}") for k, v in tree.items()}
 
   out = walk(params, "")
   if not found[0]:
-    raise ValueError("pool_kv_heads: no multi-head `qkv` projection in these parameters")
+    raise ValueError(f"{who}: no multi-head `qkv` projection in these parameters")
   return out
+
+
+def pool_kv_heads(params: Any, num_kv_heads: int) -> Any:
+  """Multi-head -> grouped-query parameters: every `qkv` projection in the tree (kernel [D, 3, H, Dh],
+  bias [3, H, Dh]) becomes `q` (its query part) and `kv` ([D, 2, Hkv, Dh], [2, Hkv, Dh]: the mean of the
+  key / value projections over each group of H / Hkv consecutive heads). Other entries are kept.
+  Mean-pooling the projections equals mean-pooling the projected (and RoPE-rotated) keys and values."""
+  def convert(tree: dict, path: str, g: int) -> dict:
+    del path
+    qkv = dict(tree.pop("qkv"))
+    kern = qkv["kernel"]
+    pool = lambda a, ax: a.reshape(a.shape[:ax] + (num_kv_heads, g) + a.shape[ax + 1:]).mean(ax + 1)
+    tree["q"] = {"kernel": kern[:, 0]}
+    tree["kv"] = {"kernel": pool(kern[:, 1:], 2)}
+    if "bias" in qkv:
+      tree["q"]["bias"] = qkv["bias"][0]
+      tree["kv"]["bias"] = pool(qkv["bias"][1:], 1)
+    return tree
+
+  return convert_qkv_modules(params, num_kv_heads, convert, "pool_kv_heads")
 
 
 class SoftmaxAttention(nn.Module):

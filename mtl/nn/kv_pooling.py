@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from mtl.nn.attention import convert_qkv_modules
+
 
 def _fit_values(wv: np.ndarray, g: int, dh: int) -> tuple[np.ndarray, np.ndarray]:
   """wv [D + 1, G, Dh] (one group) -> (shared [D + 1, Dh], maps B [G, Dh, Dh]) with wv[:, h] ~ shared @ B[h]."""
@@ -56,18 +58,12 @@ def pool_kv_heads_svd(params: Any, num_kv_heads: int) -> Any:
   """Like `mtl.nn.attention.pool_kv_heads` (every multi-head `qkv` becomes `q` + `kv` with Hkv KV heads), but
   with the fits of the module docstring; each such module's `out` kernel [H, Dh, D] is rewritten too.
   Needs an even head dim (the RoPE pairs). Returns float32 numpy arrays in the converted modules."""
-  if num_kv_heads <= 0:
-    raise ValueError(f"num_kv_heads must be positive, got {num_kv_heads}")
-  found = [0]
-
-  def convert(tree: dict, path: str) -> dict:
+  def convert(tree: dict, path: str, g: int) -> dict:
+    if "out" not in tree:
+      raise ValueError(f"pool_kv_heads_svd: {path} has `qkv` but no `out` projection to fold the value maps into")
     qkv, out = dict(tree.pop("qkv")), dict(tree["out"])
     kern = np.asarray(qkv["kernel"], np.float64)
-    if kern.ndim != 4 or kern.shape[1] != 3:
-      raise ValueError(f"pool_kv_heads_svd: {path}/qkv/kernel must be [D, 3, H, Dh], got {kern.shape}")
     d, _, h, dh = kern.shape
-    if h % num_kv_heads:
-      raise ValueError(f"pool_kv_heads_svd: {path} has {h} heads, not a multiple of num_kv_heads {num_kv_heads}")
     if dh % 2:
       raise ValueError(f"pool_kv_heads_svd: {path} has odd head dim {dh}; the key fit works on RoPE pairs")
     wo = np.asarray(out["kernel"], np.float64)
@@ -76,7 +72,7 @@ def pool_kv_heads_svd(params: Any, num_kv_heads: int) -> Any:
     has_bias = "bias" in qkv
     bias = np.asarray(qkv["bias"], np.float64) if has_bias else np.zeros((3, h, dh))
     full = np.concatenate([kern, bias[None]], 0)                            # [D + 1, 3, H, Dh]
-    g, half = h // num_kv_heads, dh // 2
+    half = dh // 2
     wq = full[:, 0].copy()
     kv = np.zeros((d + 1, 2, num_kv_heads, dh))
     wo_new = wo.copy()
@@ -95,20 +91,6 @@ def pool_kv_heads_svd(params: Any, num_kv_heads: int) -> Any:
       tree["q"]["bias"] = wq[d].astype(np.float32)
       tree["kv"]["bias"] = kv[d].astype(np.float32)
     tree["out"] = dict(out, kernel=wo_new.astype(np.float32))
-    found[0] += 1
     return tree
 
-  def walk(tree, path):
-    if not isinstance(tree, dict) and not hasattr(tree, "items"):
-      return tree
-    tree = dict(tree)
-    if "qkv" in tree:
-      if "out" not in tree:
-        raise ValueError(f"pool_kv_heads_svd: {path} has `qkv` but no `out` projection to fold the value maps into")
-      tree = convert(tree, path)
-    return {k: walk(v, f"{path}/{k}") for k, v in tree.items()}
-
-  result = walk(params, "")
-  if not found[0]:
-    raise ValueError("pool_kv_heads_svd: no multi-head `qkv` projection in these parameters")
-  return result
+  return convert_qkv_modules(params, num_kv_heads, convert, "pool_kv_heads_svd")
