@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from mtl.models.registry import MODELS
 from mtl.nn.hybrid_block import HybridBlock
-from mtl.nn.lightning import SRMSNorm, TransNormerBlock
+from mtl.nn.lightning import SRMSNorm, TransNormerBlock, check_lightning_options
 
 Cache = list[dict[str, jax.Array]]
 # softmax / lightning: TransNormerBlock (unless short_conv > 0); linear (feature-map linear attention) and conv
@@ -118,9 +118,8 @@ class DecoderLM(nn.Module):
       raise ValueError(f"DecoderLM.kv_share must be >= 1, got {self.kv_share}")
     if self.mixer != "softmax" and (self.num_kv_heads is not None or self.kv_share != 1):
       raise ValueError(f"num_kv_heads / kv_share apply to the softmax mixer only, not {self.mixer!r}")
-    if self.mixer != "lightning" and (not self.lightning_lrpe or self.lightning_qk_activation != "silu"):
-      raise ValueError(f"lightning_lrpe / lightning_qk_activation apply to the lightning mixer only, not "
-                       f"{self.mixer!r}")
+    check_lightning_options(self.mixer, self.lightning_lrpe, self.lightning_qk_activation,
+                            "lightning_lrpe / lightning_qk_activation")
     if self.num_kv_heads is not None and (self.num_kv_heads <= 0 or self.num_heads % self.num_kv_heads):
       raise ValueError(f"num_kv_heads {self.num_kv_heads} must be positive and divide num_heads {self.num_heads}")
     hidden = self.hidden_dim or int(self.dim * self.mlp_ratio)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from mtl.nn import feature_maps
 from mtl.nn.attention import SoftmaxAttention, init_kv_cache
-from mtl.nn.lightning import GLU, LightningAttention, SRMSNorm, check_decay_slopes, check_qk_activation
+from mtl.nn.lightning import GLU, LightningAttention, SRMSNorm, check_decay_slopes, check_lightning_options
 from mtl.nn.linear_attention import LinearAttention
 from mtl.nn.short_conv import GatedShortConv
 
@@ -60,11 +60,9 @@ class HybridBlock(nn.Module):
       raise ValueError("mixer 'none' needs short_conv > 0: the block would mix no tokens")
     if self.mixer != "lightning" and self.decay_slopes is not None:
       raise ValueError(f"decay_slopes is a lightning-mixer option, not used by mixer {self.mixer!r}")
-    if self.mixer != "lightning" and (not self.use_lrpe or self.qk_activation != "silu"):
-      raise ValueError(f"use_lrpe / qk_activation are lightning-mixer options, not used by mixer {self.mixer!r}")
+    check_lightning_options(self.mixer, self.use_lrpe, self.qk_activation)
     if self.mixer == "lightning":
       check_decay_slopes(self.decay_slopes, self.num_heads)
-      check_qk_activation(self.qk_activation)
     head_dim = self.dim // self.num_heads
     if self.short_conv:
       self.conv = GatedShortConv(self.dim, self.short_conv, dtype=self.dtype, name="conv")

@@ -93,6 +93,16 @@ def check_qk_activation(name: str) -> None:
     raise ValueError(f"unknown lightning qk_activation {name!r}; expected one of {sorted(_ACTS)}")
 
 
+def check_lightning_options(mixer: str, use_lrpe: bool, qk_activation: str,
+                            names: str = "use_lrpe / qk_activation") -> None:
+  """The lightning-only options of a block or model: with mixer 'lightning' a known q/k feature map; with any
+  other mixer their defaults (LRPE on, silu), since a value without effect is an error naming `names`."""
+  if mixer == "lightning":
+    check_qk_activation(qk_activation)
+  elif not use_lrpe or qk_activation != "silu":
+    raise ValueError(f"{names} apply to the lightning mixer only, not {mixer!r}")
+
+
 class LightningAttention(nn.Module):
   """TransNormerLLM gated linear (lightning) attention. x [B,L,D] -> [B,L,D_out].
 
@@ -249,6 +259,7 @@ class TransNormerBlock(nn.Module):
     if hidden <= 0:
       raise ValueError(f"mlp_ratio {self.mlp_ratio} gives no GLU width")
     head_dim = self.dim // self.num_heads
+    check_lightning_options(self.mixer, self.use_lrpe, self.qk_activation)
     if self.mixer == "lightning":
       self.token_mixer = LightningAttention(
           self.num_heads, head_dim, causal=self.causal,
@@ -258,8 +269,6 @@ class TransNormerBlock(nn.Module):
     else:
       if self.decay_slopes is not None:
         raise ValueError("decay_slopes is a lightning-mixer option; the softmax mixer has no decay")
-      if not self.use_lrpe or self.qk_activation != "silu":
-        raise ValueError("use_lrpe / qk_activation are lightning-mixer options, not used by the softmax mixer")
       self.token_mixer = SoftmaxAttention(
           self.num_heads, head_dim, causal=self.causal, out_dim=self.dim,
           decode_impl=self.impl, dtype=self.dtype, rope=self.softmax_rope,
