@@ -43,7 +43,6 @@ from tqdm import tqdm
 
 from mtl.data.text import mqar
 from mtl.models.lm import DecoderLM
-from mtl.nn import feature_maps
 from mtl.train.optimizer import build_optimizer
 
 MIXERS = {  # name -> DecoderLM kwargs (besides vocab, dim, depth)
@@ -70,18 +69,11 @@ def num_pairs(seq_len: int) -> int:
 
 
 def state_floats(model: DecoderLM, seq_len: int) -> int:
-  """Decode state per sequence after seq_len tokens, floats summed over blocks (KV cache for softmax)."""
-  dh = model.dim // model.num_heads
-  per = 0
-  if model.mixer == "softmax":
-    per += 2 * seq_len * model.dim
-  elif model.mixer == "lightning":
-    per += model.num_heads * (2 if model.lightning_lrpe else 1) * dh * dh
-  elif model.mixer == "linear":
-    f = feature_maps.feature_size(model.feature_map, model.feature_dim)
-    per += model.num_heads * f * (dh + 1)
-  per += (model.short_conv - 1) * model.dim if model.short_conv else 0
-  return per * model.depth
+  """Decode state per sequence after seq_len tokens, floats summed over blocks: the float entries of the model's
+  own decode cache (`DecoderLM.init_cache(1, seq_len)`: KV cache for softmax, recurrent state for lightning and
+  linear attention, conv history), shapes only."""
+  cache = jax.eval_shape(lambda: model.apply({}, 1, seq_len, method=DecoderLM.init_cache))
+  return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(cache) if jnp.issubdtype(a.dtype, jnp.floating))
 
 
 def query_index(targets: np.ndarray, num_kv: int) -> np.ndarray:
