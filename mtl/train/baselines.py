@@ -13,8 +13,6 @@ def load_and_evaluate(workdir: str, split: str = "test", step: int | None = None
                       max_batches: int | None = None) -> tuple[dict, loop.Experiment]:
   """Restores a workdir's checkpoint (latest by default) and evaluates `split` (its first `max_batches` batches
   when given)."""
-  if max_batches is not None and max_batches <= 0:
-    raise ValueError(f"max_batches must be positive (or None: the whole split), got {max_batches}")
   exp, state, restored = loop.restore_experiment(workdir, step)
   logging.info("restored step %d", restored)
   return loop.evaluate_split(exp, state, split, max_batches=max_batches), exp

@@ -214,7 +214,10 @@ def build_train_step(exp: Experiment) -> Callable | ScheduledStep:
 
 def evaluate_split(exp: Experiment, state: TrainState, split: str, model_kwargs: dict | None = None,
                    max_batches: int | None = None) -> dict[str, dict[str, float]]:
-  """Per-task metrics of `state` on a whole split (the last partial batch is padded and masked)."""
+  """Per-task metrics of `state` on a whole split (the last partial batch is padded and masked), or on its
+  first `max_batches` batches."""
+  if max_batches is not None and max_batches <= 0:
+    raise ValueError(f"max_batches must be positive (or None: the whole split), got {max_batches}")
   cfg = exp.config
   bs = cfg.get("eval_batch_size", cfg.batch_size)
   loader = data_lib.make_loader(cfg.dataset.name, split, batch_size=bs // jax.process_count(), seed=cfg.seed,
