@@ -10,7 +10,9 @@ configurations, mtl/control/table.py:measure_all_configs; or --num_configs N sam
 split. The controllability report goes to --json: at each of --report_budgets (fractions of full MACs) the search
 for each of >= --preference_points distinct preference vectors (a grid on the simplex), the per-task and mean
 Spearman correlation between preference weight and task metric, and the hypervolume of each task's
-metric-vs-MACs front. PNGs in the workdir: per-task fronts (task_fronts.png, with the fixed-width models and the
+metric-vs-MACs front. --normalization sets the units the search weighs tasks in ('reference', the paper's
+default: relative to the full-width configuration; 'range': each task's metric scaled to its range over the
+table, mtl/control/search.py). PNGs in the workdir: per-task fronts (task_fronts.png, with the fixed-width models and the
 searched configurations), the 2-task Pareto plane and the budget curves.
 
 --fixed_width_runs 0.5=DIR,1.0=DIR2 compares with independently trained fixed-width models (e.g.
@@ -42,6 +44,10 @@ _SWEEP = flags.DEFINE_integer("preference_points", 10, "At least this many disti
 _MAX_BATCHES = flags.DEFINE_integer("max_val_batches", None, "Limit validation batches per configuration.")
 _FIXED = flags.DEFINE_string("fixed_width_runs", None,
                              "width=workdir pairs of fixed-width runs to compare with, comma-separated.")
+_NORMALIZATION = flags.DEFINE_enum(
+    "normalization", "reference", list(search_lib.NORMALIZATIONS),
+    "Units the search weighs tasks in: 'reference' (the paper's: relative to the full-width config) or 'range' "
+    "(each task's metric scaled to its range over the table); see mtl/control/search.py.")
 _JSON = flags.DEFINE_string("json", None, "Write the chosen config and the controllability report here.")
 flags.mark_flags_as_required(["workdir"])
 
@@ -108,7 +114,7 @@ def main(argv):
   table = load_or_measure(_WORKDIR.value, exp, state, step, _NUM_CONFIGS.value, _MAX_BATCHES.value)
   full = max(m.macs for m in table)
   budget = _BUDGET.value * full if _BUDGET.value <= 1 else _BUDGET.value
-  chosen = search_lib.search(budget, preference, table, names, hib)
+  chosen = search_lib.search(budget, preference, table, names, hib, _NORMALIZATION.value)
   test = loop.evaluate_split(exp, state, exp.config.dataset.get("test_split", "test"),
                              model_kwargs=chosen.config.apply_kwargs())
   print(f"budget {budget:,.0f} MACs/example ({budget / full:.2f} of full width), preference "
@@ -119,7 +125,8 @@ def main(argv):
 
   fractions = [float(b) for b in _BUDGETS.value.split(",")]
   prefs = controllability.preference_sweep(len(names), _SWEEP.value)
-  report = controllability.controllability_report(table, names, [f * full for f in fractions], prefs, hib)
+  report = controllability.controllability_report(table, names, [f * full for f in fractions], prefs, hib,
+                                                  _NORMALIZATION.value)
   print("\ncontrollability (Spearman rank correlation of preference vs task metric, per budget):")
   for frac, entry in zip(fractions, report["budgets"]):
     rc = entry.get("rank_correlation")

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from mtl.control.search import Measurement, normalize_preference, search
+from mtl.control.search import NORMALIZATIONS, Measurement, normalize_preference, search
 
 
 def rank_correlation(preferences: np.ndarray, performances: np.ndarray,
@@ -103,21 +103,24 @@ def hypervolume_2d(macs: np.ndarray, metric: np.ndarray, higher_is_better: bool 
 
 
 def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], budgets: Sequence[float],
-                           preferences: np.ndarray, higher_is_better: Mapping[str, bool] | None = None
-                           ) -> dict:
-  """For each budget: search every preference, then the rank correlation over the sweep.
+                           preferences: np.ndarray, higher_is_better: Mapping[str, bool] | None = None,
+                           normalization: str = "reference") -> dict:
+  """For each budget: search every preference (`search` with `normalization`), then the rank correlation over
+  the sweep.
 
   Returns a JSON-able dict: {'tasks', 'budgets': [{'budget', 'rank_correlation', 'runs': [
   {'preference', 'config', 'macs', 'metrics', 'overall', 'weighted'}]}]} (budgets below the cheapest
   measured config are reported with 'error').
   """
+  if normalization not in NORMALIZATIONS:  # checked here: a search's ValueError becomes a budget's 'error'
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   hib = {t: True for t in tasks}
   hib.update(higher_is_better or {})
-  out = {"tasks": list(tasks), "budgets": []}
+  out = {"tasks": list(tasks), "normalization": normalization, "budgets": []}
   for b in budgets:
     entry = {"budget": float(b), "runs": []}
     try:
-      results = [search(b, pref, table, tasks, hib) for pref in preferences]
+      results = [search(b, pref, table, tasks, hib, normalization) for pref in preferences]
     except ValueError as e:
       entry["error"] = str(e)
       out["budgets"].append(entry)

@@ -6,8 +6,13 @@ best overall performance):
   2. Decoder ordering: keep configs whose head widths are ordered like the preference
      (p_i > p_j  =>  w_i >= w_j); if none is feasible, keep all feasible ones.
   3. For every encoder width, pick the decoder allocation with the best preference-weighted score
-     sum_t p_t * rel_t (rel_t: task t's metric relative to the reference config, sign-adjusted so larger is
-     better; the reference is the full-width config when measured, else the per-task best).
+     sum_t p_t * rel_t (rel_t: task t's metric, sign-adjusted so larger is better, in the units that
+     `normalization` names:
+       'reference' (the paper's, default): relative to the reference config, (m_t - ref_t) / |ref_t|; the
+         reference is the full-width config when measured, else the per-task best;
+       'range': (m_t - best_t) / (best_t - worst_t) over the table, so every task spans [-1, 0] and a unit of
+         preference buys the same share of each task's attainable range (a task whose metric moves a lot in
+         relative terms, e.g. mIoU, no longer outbids the others at equal preference).
   4. Among those, return the encoder width whose allocation has the best *overall* score mean_t rel_t
      (ties: higher preference-weighted score, then more MACs).
 """
@@ -62,12 +67,20 @@ def normalize_preference(preference: Sequence[float] | Mapping[str, float], task
   return dict(zip(tasks, (p / p.sum()).tolist()))
 
 
-def relative_performance(table: Sequence[Measurement], tasks: Sequence[str],
-                         higher_is_better: Mapping[str, bool] | None = None) -> np.ndarray:
-  """[N, T] sign-adjusted relative metrics: s_t * (m_t - ref_t) / |ref_t|, larger is better.
+NORMALIZATIONS = ("reference", "range")
 
-  ref is the full-width config (all widths 1.0) when it is in the table, else the per-task best.
+
+def relative_performance(table: Sequence[Measurement], tasks: Sequence[str],
+                         higher_is_better: Mapping[str, bool] | None = None,
+                         normalization: str = "reference") -> np.ndarray:
+  """[N, T] sign-adjusted metrics, larger is better (0 at the reference / the best).
+
+  'reference': s_t * (m_t - ref_t) / |ref_t|, ref = the full-width config (all widths 1.0) when it is in the
+  table, else the per-task best. 'range': (q_t - max q_t) / (max q_t - min q_t) with q_t = s_t * m_t over the
+  table (a task constant over the table gives 0).
   """
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   hib = {t: True for t in tasks}
   hib.update(higher_is_better or {})
   for m in table:
@@ -76,6 +89,10 @@ def relative_performance(table: Sequence[Measurement], tasks: Sequence[str],
       raise ValueError(f"measurement {m.config.key()} lacks metrics for tasks {missing}")
   vals = np.array([[float(m.metrics[t]) for t in tasks] for m in table])
   sign = np.array([1.0 if hib[t] else -1.0 for t in tasks])
+  if normalization == "range":
+    q = vals * sign
+    spread = q.max(axis=0) - q.min(axis=0)
+    return (q - q.max(axis=0)) / np.where(spread > 1e-12, spread, 1.0)
   full = [i for i, m in enumerate(table)
           if m.config.encoder == 1.0 and all(w == 1.0 for _, w in m.config.heads)]
   ref = vals[full[0]] if full else np.max(vals * sign, axis=0) * sign
@@ -89,7 +106,8 @@ def _ordered(config: WidthConfig, pref: Mapping[str, float]) -> bool:
 
 
 def search(budget: float, preference: Sequence[float] | Mapping[str, float], table: Sequence[Measurement],
-           tasks: Sequence[str], higher_is_better: Mapping[str, bool] | None = None) -> SearchResult:
+           tasks: Sequence[str], higher_is_better: Mapping[str, bool] | None = None,
+           normalization: str = "reference") -> SearchResult:
   """Width config for a MACs budget (per example, absolute) and a task preference (see module doc).
 
   Args:
@@ -97,6 +115,7 @@ def search(budget: float, preference: Sequence[float] | Mapping[str, float], tab
     preference: one non-negative weight per task (`tasks` order) or task -> weight.
     table: measured configurations (validation metrics); every config must have heads == tasks.
     tasks: task names; higher_is_better: task -> bool (default True).
+    normalization: units of the scores, 'reference' (the paper's) or 'range' (see module doc).
   """
   if not table:
     raise ValueError("search needs a non-empty table of measured configurations")
@@ -104,7 +123,7 @@ def search(budget: float, preference: Sequence[float] | Mapping[str, float], tab
   for m in table:
     if sorted(m.config.head_widths) != sorted(tasks):
       raise ValueError(f"measured config {m.config.key()} has heads != tasks {sorted(tasks)}")
-  rel = relative_performance(table, tasks, higher_is_better)
+  rel = relative_performance(table, tasks, higher_is_better, normalization)
   p = np.array([pref[t] for t in tasks])
   feasible = [i for i, m in enumerate(table) if m.macs <= budget]
   if not feasible:

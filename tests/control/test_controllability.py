@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from mtl.control import controllability as C
+from mtl.control.search import search
 
 TASKS = ("a", "b")
 
@@ -94,3 +95,17 @@ def test_task_front_plot(tmp_path, synthetic_table):
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   offs = C._place_labels(np.array([[10.0, 10.0], [10.0, 10.0], [10.0, 10.0]]), (10, 8))
   assert len(set(offs)) == 3  # coincident points get distinct label positions
+
+
+def test_report_passes_its_normalization_to_every_search(synthetic_table):
+  prefs = C.preference_sweep(2, 10)
+  for norm in ("reference", "range"):
+    report = C.controllability_report(synthetic_table, TASKS, budgets=[115, 140], preferences=prefs,
+                                      normalization=norm)
+    assert report["normalization"] == norm
+    for b in report["budgets"]:
+      for run in b["runs"]:
+        assert run["config"] == search(b["budget"], run["preference"], synthetic_table, TASKS,
+                                       normalization=norm).config.key()
+  with pytest.raises(ValueError, match="normalization"):
+    C.controllability_report(synthetic_table, TASKS, budgets=[115], preferences=prefs, normalization="z")

@@ -9,6 +9,7 @@ import pytest
 from mtl.control import table as control
 from mtl.train import baselines as evaluate
 from mtl.control import search as search_lib
+from mtl.control.widths import parse_config
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
 
@@ -124,3 +125,26 @@ def test_latency_of_trained_run(trained, tmp_path):
   assert rows["enc=1,even=1,odd=1"]["macs_ratio"] == 1.0
   assert all(r["macs_ratio"] < 1.0 and r["median_s"] > 0 for k, r in rows.items() if k != "enc=1,even=1,odd=1")
   assert table["batch_size"] == 3 and table["source"] == f"workdir={trained}"
+
+
+def test_control_cli_normalization_flag_reaches_search_and_report(trained, tmp_path):
+  from absl import flags
+  from experiments import control as control_cli
+  out = {}
+  for norm in ("reference", "range"):
+    path = str(tmp_path / f"{norm}.json")
+    flags.FLAGS(["control", f"--workdir={trained}", "--budget=0.7", "--preference=0.8,0.2", f"--normalization={norm}",
+                 "--max_val_batches=2", "--report_budgets=0.6,1.0", "--preference_points=3", f"--json={path}"])
+    try:
+      control_cli.main([])
+    finally:
+      flags.FLAGS.unparse_flags()
+    out[norm] = json.load(open(path))
+    table = [search_lib.Measurement(parse_config(m["config"]), m["macs"], m["metrics"]) for m in out[norm]["table"]]
+    names = out[norm]["report"]["tasks"]
+    assert out[norm]["report"]["normalization"] == norm
+    expect = search_lib.search(out[norm]["budget_macs"], (0.8, 0.2), table, names, normalization=norm)
+    assert out[norm]["chosen"]["config"] == expect.config.key()
+  with pytest.raises(flags.IllegalFlagValueError):
+    flags.FLAGS(["control", "--normalization=minmax"])
+  flags.FLAGS.unparse_flags()
