@@ -12,8 +12,8 @@ for each of >= --preference_points distinct preference vectors (a grid on the si
 Spearman correlation between preference weight and task metric, and the hypervolume of each task's
 metric-vs-MACs front. --normalization sets the units the search weighs tasks in ('reference', the paper's
 default: relative to the full-width configuration; 'range': each task's metric scaled to its range over the
-table, mtl/control/search.py). PNGs in the workdir: per-task fronts (task_fronts.png, with the fixed-width models and the
-searched configurations), the 2-task Pareto plane and the budget curves.
+table, mtl/control/search.py). PNGs in the workdir: per-task fronts (task_fronts.png, with the fixed-width
+models and the searched configurations), the 2-task Pareto plane and the budget curves.
 
 --fixed_width_runs 0.5=DIR,1.0=DIR2 compares with independently trained fixed-width models (e.g.
 `configs/fashion_scenes.py:width=0.5`, the same channel counts as the slimmable model at width 0.5): the
