@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from mtl.control.search import NORMALIZATIONS, Measurement, normalize_preference, search
+from mtl.control.search import NORMALIZATIONS, Measurement, normalize_preference, relative_performance, search
 
 
 def rank_correlation(preferences: np.ndarray, performances: np.ndarray,
@@ -108,15 +108,21 @@ def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], b
   """For each budget: search every preference (`search` with `normalization`), then the rank correlation over
   the sweep.
 
-  Returns a JSON-able dict: {'tasks', 'budgets': [{'budget', 'rank_correlation', 'runs': [
-  {'preference', 'config', 'macs', 'metrics', 'overall', 'weighted'}]}]} (budgets below the cheapest
-  measured config are reported with 'error').
+  Returns a JSON-able dict: {'tasks', 'higher_is_better', 'normalization', 'budgets': [{'budget',
+  'rank_correlation', 'mean_relative_to_full', 'runs': [{'preference', 'config', 'macs', 'metrics', 'overall',
+  'weighted'}]}], 'hypervolume'} (budgets below the cheapest measured config are reported with 'error');
+  'mean_relative_to_full' is the sweep's mean of each chosen config's mean relative metric against the
+  full-width config (the 'reference' units whatever `normalization` is, so sweeps of two normalizations
+  compare in quality).
   """
   if normalization not in NORMALIZATIONS:  # checked here: a search's ValueError becomes a budget's 'error'
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
   hib = {t: True for t in tasks}
   hib.update(higher_is_better or {})
-  out = {"tasks": list(tasks), "normalization": normalization, "budgets": []}
+  out = {"tasks": list(tasks), "higher_is_better": {t: bool(hib[t]) for t in tasks}, "normalization": normalization,
+         "budgets": []}
+  ref_rel = relative_performance(table, tasks, hib, "reference")
+  index = {m.config: i for i, m in enumerate(table)}
   for b in budgets:
     entry = {"budget": float(b), "runs": []}
     try:
@@ -129,6 +135,9 @@ def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], b
       entry["runs"].append({"preference": list(normalize_preference(pref, tasks).values()), **r.to_json()})
     entry["distinct_preferences"] = len({tuple(np.round(p, 9)) for p in np.asarray(preferences)})
     entry["distinct_configs"] = len({r.config for r in results})
+    # Quality of the sweep's choices in units that do not depend on `normalization`: the mean over the sweep of
+    # each chosen config's mean over tasks of its metric relative to the full-width config (search's 'reference').
+    entry["mean_relative_to_full"] = float(np.mean([ref_rel[index[r.config]].mean() for r in results]))
     perf = np.array([[r.metrics[t] for t in tasks] for r in results])
     entry["rank_correlation"] = (rank_correlation(np.asarray(preferences), perf, [hib[t] for t in tasks])
                                  if len(results) >= 2 else None)

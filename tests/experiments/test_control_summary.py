@@ -72,3 +72,63 @@ def test_main_writes_json(tmp_path):
   out = tmp_path / "out.json"
   control_summary.main(["--seeds", f"0={path}", "--json", str(out)])
   assert json.loads(out.read_text())["fixed_width"][0]["delta_m"] == -1.0
+
+
+def _searched_json(tmp_path, name, normalization="reference", drop_directions=False):
+  """An experiments.control-like JSON whose report was searched from its own table (2 tasks, 3 widths each)."""
+  import numpy as np
+  from mtl.control import controllability as C
+  from mtl.control.search import Measurement
+  from mtl.control.widths import WidthConfig
+  rng = np.random.default_rng(3)
+  widths = (0.5, 0.75, 1.0)
+  err = {w: 0.1 - 0.05 * w + 0.01 * rng.random() for w in widths}
+  acc = {w: 0.3 * w + 0.02 * rng.random() for w in widths}
+  table = [Measurement(WidthConfig.create(e, {"a": wa, "b": wb}), int(100 * e + 20 * (wa + wb)),
+                       {"a": e * acc[wa], "b": err[wb] / e}) for e in widths for wa in widths for wb in widths]
+  full = max(m.macs for m in table)
+  report = C.controllability_report(table, ["a", "b"], [0.5 * full, 0.75 * full], C.preference_sweep(2, 10),
+                                    {"b": False}, normalization)
+  if drop_directions:
+    del report["higher_is_better"]
+  d = {"chosen": {"config": "enc=1,a=1,b=1"}, "full_macs": full, "table": [m.to_json() for m in table],
+       "fixed_width": [{"width": 1.0, "delta_m": -1.0, "fixed_workdir": "w1", "macs_fraction": 1.0}],
+       "report": report}
+  path = tmp_path / f"{name}.json"
+  path.write_text(json.dumps(d))
+  return d, path
+
+
+def test_recompute_report_reproduces_the_stored_sweep_and_switches_units(tmp_path):
+  ref, _ = _searched_json(tmp_path, "ref")
+  rng_, _ = _searched_json(tmp_path, "rng", normalization="range")
+  again = control_summary.recompute_report(ref, "reference")
+  assert json.dumps(again["report"], sort_keys=True) == json.dumps(ref["report"], sort_keys=True)
+  switched = control_summary.recompute_report(ref, "range")
+  assert json.dumps(switched["report"], sort_keys=True) == json.dumps(rng_["report"], sort_keys=True)
+  assert switched["fixed_width"] == ref["fixed_width"] and switched["chosen"] == ref["chosen"]
+  # the quality column is in reference units whatever the search's units: plain recomputation from the runs
+  full = next(m["metrics"] for m in ref["table"] if m["config"] == "enc=1,a=1,b=1")
+  for d in (ref, rng_):
+    for b in d["report"]["budgets"]:
+      plain = sum(((r["metrics"]["a"] - full["a"]) / abs(full["a"]) - (r["metrics"]["b"] - full["b"]) / abs(full["b"]))
+                  / 2 for r in b["runs"]) / len(b["runs"])
+      assert b["mean_relative_to_full"] == pytest.approx(plain, rel=1e-12)
+  assert [b["runs"] for b in ref["report"]["budgets"]] != [b["runs"] for b in rng_["report"]["budgets"]]
+
+
+def test_recompute_report_needs_task_directions(tmp_path):
+  old, path = _searched_json(tmp_path, "old", drop_directions=True)
+  with pytest.raises(ValueError, match="pass --lower_is_better"):
+    control_summary.recompute_report(old, "range")
+  with pytest.raises(ValueError, match="not tasks of this run"):
+    control_summary.recompute_report(old, "range", ["depth"])
+  ok = control_summary.recompute_report(old, "reference", ["b"])
+  assert ok["report"]["budgets"][0]["runs"] == old["report"]["budgets"][0]["runs"]
+  new, _ = _searched_json(tmp_path, "new")
+  with pytest.raises(ValueError, match="the file says"):
+    control_summary.recompute_report(new, "range", ["a"])
+  out = control_summary.main(["--seeds", f"0={path}", "--normalization", "range", "--lower_is_better", "b"])
+  assert out["report"]["normalization"] == "range" and "mean_relative_to_full" in out["report"]["budgets"][0]
+  with pytest.raises(SystemExit):
+    control_summary.main(["--seeds", f"0={path}", "--lower_is_better", "b"])
