@@ -139,15 +139,16 @@ def apply_sharding_preset(c: ml_collections.ConfigDict, name: str) -> ml_collect
 
 def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
                       cikd_weight: float = 1.0, output_distill_weight: float = 1.0, num_random: int = 1,
-                      student_weight: float = 1.0, encoder_counts: tuple[int, ...] | None = None
-                      ) -> ml_collections.ConfigDict:
+                      student_weight: float = 1.0, encoder_counts: tuple[int, ...] | None = None,
+                      head_counts: tuple[int, ...] | None = None) -> ml_collections.ConfigDict:
   """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
   heads at `widths`, trained with the sandwich rule (largest, smallest and `num_random` students per step that
   cover every (encoder width, head width) pair; mtl/control/sandwich_step.py), CIKD on the encoder features
   weighted by `cikd_weight` and distillation of the largest configuration's outputs weighted by
   `output_distill_weight` (0 switches either off); the students' task losses weighted by `student_weight`;
   `encoder_counts` (one int >= 1 per width, ascending; None = all 1): how often each encoder width is a student
-  per covering block (mtl/control/coverage.py)."""
+  per covering block (mtl/control/coverage.py); `head_counts` (likewise): how often each head width is a
+  student's, for every task."""
   c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict()
   c.control.enabled = True
@@ -158,6 +159,7 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   c.control.output_distill_weight = output_distill_weight
   c.control.student_weight = student_weight
   c.control.encoder_counts = tuple(encoder_counts) if encoder_counts else (1,) * len(widths)
+  c.control.head_counts = tuple(head_counts) if head_counts else (1,) * len(widths)
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   return c

@@ -2,7 +2,8 @@
 # One command per run of the fashion-scenes-32 controllability benchmark (docs/control_fashion_scenes.md).
 # Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
 #        ctrl_distill ctrl_none, each ctrl* optionally followed by _sw<X>: students' task-loss weight X, and/or by
-#        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331);
+#        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331, and/or by
+#        _h<digits>: the students' head-width counts, e.g. ctrl_none_h1331);
 #        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log (DRY_RUN=1: print the config and
 #        workdir only).
 set -euo pipefail
@@ -10,6 +11,9 @@ shopt -s extglob
 run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
 common="res=32,steps=$steps,batch=$batch,seed=$seed"
 base=$run
+if [[ $base == ctrl*_h+([0-9]) ]]; then
+  digits=${base##*_h}; base=${base%_h*}; common="$common,head_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"
+fi
 if [[ $base == ctrl*_c+([0-9]) ]]; then
   digits=${base##*_c}; base=${base%_c*}; common="$common,encoder_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"
 fi

@@ -2,13 +2,15 @@
 
 Beside the largest and the smallest configuration, each step trains `num_random` students. Students are
 consumed in draw order d = (step - 1) * num_random + j (step 1-based, j < num_random). Draws come in blocks of
-W * sum(counts) (W allowed widths; `counts[e]` >= 1 copies of encoder width e per block, all 1 by default):
-block b visits every (encoder e, head) index pair of *every* task exactly counts[e] times, in an order fresh per
-block, with each task's head widths permuted independently within each (encoder width, copy). So within
-ceil(W * sum(counts) / num_random) steps every (encoder width, head width) pair of every task is trained, the
-configurations (the joint choice over tasks) are freshly sampled every block, and encoder width e is a student
-in a share counts[e] / sum(counts) of the draws (e.g. counts (1, 3, 3, 1) spend 3/4 of the students on the
-middle widths, which the largest and smallest configurations never train).
+sum(head_counts) * sum(counts) (W allowed widths; `counts[e]` >= 1 copies of encoder width e and
+`head_counts[h]` >= 1 copies of head width h per block, all 1 by default, so blocks of W * W): block b visits
+every (encoder e, head h) index pair of *every* task exactly counts[e] * head_counts[h] times, in an order fresh
+per block, with each task's head widths permuted independently within each (encoder width, copy). So within
+ceil(sum(head_counts) * sum(counts) / num_random) steps every (encoder width, head width) pair of every task is
+trained, the configurations (the joint choice over tasks) are freshly sampled every block, encoder width e is a
+student in a share counts[e] / sum(counts) of the draws and head width h in a share head_counts[h] /
+sum(head_counts) (e.g. counts (1, 3, 3, 1) spend 3/4 of the students on the middle widths, which the largest and
+smallest configurations never train; head_counts (1, 3, 3, 1) do the same for every task's head).
 
 `student_draw` is plain `jax.numpy` and deterministic in (seed, draw): the host evaluates it (Python ints) to
 pick the compiled variant (the encoder widths set shapes), and the compiled step evaluates the same function on
@@ -24,37 +26,42 @@ import numpy as np
 _SALT = 16
 
 
-def check_counts(counts: tuple[int, ...] | None, num_widths: int) -> tuple[int, ...]:
-  """`counts` (copies of each encoder width per block, ascending widths; None = all 1) validated: one int in
-  [1, 64] per width, else ValueError naming it."""
+def check_counts(counts: tuple[int, ...] | None, num_widths: int, what: str = "encoder") -> tuple[int, ...]:
+  """`counts` (copies of each `what` ('encoder' or 'head') width per block, ascending widths; None = all 1)
+  validated: one int in [1, 64] per width, else ValueError naming it."""
   if counts is None:
     return (1,) * num_widths
   counts = tuple(counts)
   if len(counts) != num_widths or any(int(c) != c or not 1 <= c <= 64 for c in counts):
-    raise ValueError(f"encoder counts {counts} must be {num_widths} integers in [1, 64] (one per width, ascending; "
+    raise ValueError(f"{what} counts {counts} must be {num_widths} integers in [1, 64] (one per width, ascending; "
                      ">= 1 so every (encoder width, head width) pair stays covered)")
   return tuple(int(c) for c in counts)
 
 
-def block_size(num_widths: int, counts: tuple[int, ...] | None = None) -> int:
-  """Draws per covering block: W * sum(counts)."""
-  return num_widths * sum(check_counts(counts, num_widths))
+def block_size(num_widths: int, counts: tuple[int, ...] | None = None,
+               head_counts: tuple[int, ...] | None = None) -> int:
+  """Draws per covering block: sum(head_counts) * sum(counts) (W * W with the defaults)."""
+  return sum(check_counts(head_counts, num_widths, "head")) * sum(check_counts(counts, num_widths))
 
 
-def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple[int, ...] | None = None
-                 ) -> tuple[jax.Array, jax.Array]:
+def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple[int, ...] | None = None,
+                 head_counts: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
   """(encoder width index int32 [], head width indices int32 [num_tasks]) of student number `draw` (0-based).
 
-  `draw` may be a Python int or a traced int32 scalar; `seed` is a Python int; `counts`: copies of each encoder
-  width per block (None = one each). Indices are into the sorted allowed widths.
+  `draw` may be a Python int or a traced int32 scalar; `seed` is a Python int; `counts` / `head_counts`: copies
+  of each encoder / head width per block (None = one each). Indices are into the sorted allowed widths.
   """
   if num_widths < 1 or num_tasks < 1:
     raise ValueError(f"need num_widths >= 1 and num_tasks >= 1, got {num_widths}, {num_tasks}")
   counts = check_counts(counts, num_widths)
-  # Slot s of a block -> (encoder e, copy c, head rank r), enumerated e-major; with one copy each, s = e * W + r.
-  slot_enc = np.repeat(np.arange(num_widths), [c * num_widths for c in counts])
-  slot_copy = np.concatenate([np.repeat(np.arange(c), num_widths) for c in counts])
-  slot_rank = np.tile(np.arange(num_widths), sum(counts))
+  head_counts = check_counts(head_counts, num_widths, "head")
+  # Slot s of a block -> (encoder e, copy c, head rank r), enumerated e-major; rank r < sum(head_counts) indexes
+  # the head-width multiset (width h head_counts[h] times); with one copy each, s = e * W + r.
+  per_copy = sum(head_counts)
+  head_multiset = jnp.asarray(np.repeat(np.arange(num_widths), head_counts), jnp.int32)
+  slot_enc = np.repeat(np.arange(num_widths), [c * per_copy for c in counts])
+  slot_copy = np.concatenate([np.repeat(np.arange(c), per_copy) for c in counts])
+  slot_rank = np.tile(np.arange(per_copy), sum(counts))
   slots = len(slot_enc)
   draw = jnp.asarray(draw, jnp.int32)
   block_key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _SALT), draw // slots)
@@ -63,27 +70,31 @@ def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple
   stream = enc + num_widths * jnp.asarray(slot_copy)[slot]  # = enc for the first copy
   task_keys = jax.vmap(lambda t: jax.random.fold_in(jax.random.fold_in(block_key, 1 + t), stream))(
       jnp.arange(num_tasks))
-  heads = jax.vmap(lambda k: jax.random.permutation(k, num_widths)[rank])(task_keys)
+  heads = jax.vmap(lambda k: jax.random.permutation(k, head_multiset)[rank])(task_keys)
   return enc.astype(jnp.int32), heads.astype(jnp.int32)
 
 
 def step_draws(seed: int, step, num_random: int, num_widths: int, num_tasks: int,
-               counts: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+               counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None
+               ) -> tuple[jax.Array, jax.Array]:
   """Encoder indices int32 [num_random] and head indices int32 [num_random, num_tasks] of the students of
   `step` (1-based; a Python int or a traced int32)."""
   if num_random < 1:
     raise ValueError(f"num_random must be >= 1, got {num_random}")
   first = (jnp.asarray(step, jnp.int32) - 1) * num_random
-  return jax.vmap(lambda j: student_draw(seed, first + j, num_widths, num_tasks, counts))(jnp.arange(num_random))
+  return jax.vmap(lambda j: student_draw(seed, first + j, num_widths, num_tasks, counts, head_counts))(
+      jnp.arange(num_random))
 
 
-_host_draws = jax.jit(step_draws, static_argnums=(0, 2, 3, 4, 5))
+_host_draws = jax.jit(step_draws, static_argnums=(0, 2, 3, 4, 5, 6))
 
 
 def encoder_key(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
-                counts: tuple[int, ...] | None = None) -> tuple[float, ...]:
+                counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None
+                ) -> tuple[float, ...]:
   """The students' encoder widths at `step` (host side; the `ScheduledStep` key)."""
   counts = check_counts(counts, len(widths))
-  enc, _ = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts)
+  head_counts = check_counts(head_counts, len(widths), "head")
+  enc, _ = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts)
   ws = sorted(float(w) for w in widths)
   return tuple(ws[int(i)] for i in np.asarray(enc))

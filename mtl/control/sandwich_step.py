@@ -3,8 +3,8 @@ ICCV 2023).
 
 Each step trains the largest configuration (the teacher), the smallest, and `num_random` freshly drawn
 students that together cover every (encoder width, head width) pair of every task (mtl/control/coverage.py:
-within ceil(W * sum(encoder_counts) / num_random) steps for W widths; `encoder_counts`, one per width, default
-all 1, sets how often each encoder width is a student).
+within ceil(sum(head_counts) * sum(encoder_counts) / num_random) steps for W widths; `encoder_counts` and
+`head_counts`, one per width, default all 1, set how often each encoder width and each head width is a student).
 
 Speed. Widths set array shapes. The students' encoder widths are drawn on the host from (seed, step) and name
 the compiled variant (a `ScheduledStep` key; W ** num_random variants, 4 for the default W = 4, num_random =
@@ -42,7 +42,7 @@ from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
-                "student_weight", "encoder_counts")
+                "student_weight", "encoder_counts", "head_counts")
 
 
 class ControlValues(NamedTuple):
@@ -54,6 +54,7 @@ class ControlValues(NamedTuple):
   output_distill_weight: float
   student_weight: float
   encoder_counts: tuple[int, ...]  # copies of each encoder width per covering block (mtl/control/coverage.py)
+  head_counts: tuple[int, ...]  # copies of each head width per covering block (every task's head)
 
 
 def control_values(control: ml_collections.ConfigDict) -> ControlValues:
@@ -85,7 +86,13 @@ def control_values(control: ml_collections.ConfigDict) -> ControlValues:
     counts = coverage.check_counts(None if raw_counts is None else tuple(raw_counts), len(widths))
   except (TypeError, ValueError) as e:
     raise ValueError(f"control.encoder_counts: {e}") from None
-  return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts)
+  raw_head = control.get("head_counts")
+  try:
+    head_counts = coverage.check_counts(None if raw_head is None else tuple(raw_head), len(widths), "head")
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"control.head_counts: {e}") from None
+  return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts,
+                       head_counts)
 
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
@@ -102,7 +109,9 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
-  widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts = control_values(control)
+  values = control_values(control)
+  widths, num_random, cikd_weight, normalize, distill_weight, student_weight = values[:6]
+  counts, head_counts = values.encoder_counts, values.head_counts
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
@@ -120,7 +129,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
     dropout_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = batch[input_key]
-    _, head_idx = coverage.step_draws(seed, state.step + 1, num_random, len(widths), num_tasks, counts)  # [R, T]
+    _, head_idx = coverage.step_draws(seed, state.step + 1, num_random, len(widths), num_tasks, counts,
+                                       head_counts)  # [R, T]
 
     def task_loss_fn(params):
       def run(**kwargs):
@@ -166,6 +176,6 @@ def sandwich_step(exp) -> ScheduledStep:
   num_tasks = len(exp.tasks)
   return ScheduledStep(
       key_for_step=lambda step: coverage.encoder_key(config.seed, step, values.num_random, values.widths, num_tasks,
-                                                     values.encoder_counts),
+                                                     values.encoder_counts, values.head_counts),
       build=lambda enc: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
                                                  config.control, config.seed, enc))

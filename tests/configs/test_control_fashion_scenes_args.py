@@ -12,6 +12,8 @@ def test_res_seed_and_switches():
   assert control_fashion_scenes.get_config("res=32,student_weight=0.5").control.student_weight == 0.5
   assert c.control.encoder_counts == (1, 1, 1, 1)
   assert control_fashion_scenes.get_config("res=32,encoder_counts=1+3+3+1").control.encoder_counts == (1, 3, 3, 1)
+  assert c.control.head_counts == (1, 1, 1, 1)
+  assert control_fashion_scenes.get_config("res=32,head_counts=1+3+3+1").control.head_counts == (1, 3, 3, 1)
   d = control_fashion_scenes.get_config(None)
   assert d.dataset.name == "fashion_scenes" and d.control.cikd_weight == 1.0 and d.control.output_distill_weight == 0
   assert fashion_scenes.get_config("semseg+depth,res=16").dataset.tasks == ("semseg", "depth")

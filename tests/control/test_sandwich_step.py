@@ -43,10 +43,10 @@ def exp():
   return loop.build_experiment(_control_config(), mesh)
 
 
-def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None):
+def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None, head_counts=None):
   """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
-  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names), counts)
+  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names), counts, head_counts)
   student = widths_lib.WidthConfig.create(WIDTHS[int(enc[0])], {t: WIDTHS[int(heads[0, i])]
                                                                  for i, t in enumerate(names)})
   configs = [widths_lib.largest(WIDTHS, names), widths_lib.smallest(WIDTHS, names), student]
@@ -62,20 +62,24 @@ def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, see
   return total, student
 
 
-@pytest.mark.parametrize("cikd_w,distill_w,student_w,counts", [(0.5, 0.3, 1.0, None), (0.0, 0.0, 1.0, None),
-                                                               (0.5, 0.0, 0.25, None), (0.0, 0.0, 0.5, (3, 1))])
-def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w, student_w, counts):
+@pytest.mark.parametrize("cikd_w,distill_w,student_w,counts,head_counts", [
+    (0.5, 0.3, 1.0, None, None), (0.0, 0.0, 1.0, None, None), (0.5, 0.0, 0.25, None, None),
+    (0.0, 0.0, 0.5, (3, 1), None), (0.5, 0.0, 1.0, (1, 2), (1, 3))])
+def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_w, student_w, counts, head_counts):
   batch = _batch()
   control = exp.config.control.copy_and_resolve_references()
   control.cikd_weight, control.output_distill_weight, control.student_weight = cikd_w, distill_w, student_w
   if counts:
     control.encoder_counts = counts
+  if head_counts:
+    control.head_counts = head_counts
   for step in (1, 2, 3):
     state = exp.state.replace(step=jnp.asarray(step - 1, exp.state.step.dtype))
-    enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks), counts)
+    enc = coverage.encoder_key(0, step, 1, WIDTHS, len(exp.tasks), counts, head_counts)
     fn = make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", control, 0, enc)
     _, out = jax.jit(fn)(state, batch)
-    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w, student_w, counts=counts)
+    want, student = _reference_objective(exp, batch, step, cikd_w, distill_w, student_w, counts=counts,
+                                         head_counts=head_counts)
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
     for t, w in student.heads:  # the traced head widths are the host-side draws
       assert float(out["scalars"][f"control/head_width/0/{t}"]) == w
@@ -164,6 +168,42 @@ def test_encoder_counts_cover_every_pair_and_set_each_encoder_widths_share():
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_head_counts_cover_every_pair_and_set_each_head_widths_share():
+  """head_counts (1, 3, 3, 1) with encoder counts (2, 1, 1, 1): a block of 8 * 5 draws holds every (encoder e,
+  head h) pair of every task counts[e] * head_counts[h] times, so each task's middle head widths are 3/8 of the
+  students' each; all pairs covered within ceil(40 / num_random) steps."""
+  widths, tasks, counts, hcounts = (0.25, 0.5, 0.75, 1.0), 3, (2, 1, 1, 1), (1, 3, 3, 1)
+  assert coverage.block_size(4, counts, hcounts) == 40 and coverage.block_size(4, None, hcounts) == 32
+  for num_random in (1, 3):
+    pairs = {t: set() for t in range(tasks)}
+    for s in range(1, math.ceil(40 / num_random) + 1):
+      enc, heads = coverage.step_draws(9, s, num_random, 4, tasks, counts, hcounts)
+      assert tuple(widths[int(i)] for i in enc) == coverage.encoder_key(9, s, num_random, widths, tasks, counts,
+                                                                          hcounts)
+      for j in range(num_random):
+        for t in range(tasks):
+          pairs[t].add((int(enc[j]), int(heads[j, t])))
+    assert all(len(p) == 16 for p in pairs.values()), num_random
+  for block in range(2):
+    draws = [coverage.student_draw(9, d, 4, tasks, counts, hcounts) for d in range(40 * block, 40 * (block + 1))]
+    for t in range(tasks):
+      seen = {}
+      for e, h in draws:
+        seen[(int(e), int(h[t]))] = seen.get((int(e), int(h[t])), 0) + 1
+      assert seen == {(e, h): counts[e] * hcounts[h] for e in range(4) for h in range(4)}, (block, t)
+    # tasks are drawn independently: their head sequences differ within a block
+    assert len({tuple(int(h[t]) for _, h in draws) for t in range(tasks)}) == tasks
+  # The default (all ones) is the schedule of runs made before head_counts existed: it permutes range(W) as
+  # `permutation(key, W)` did, draw for draw.
+  for i in range(8):
+    k = jax.random.PRNGKey(i)
+    np.testing.assert_array_equal(np.asarray(jax.random.permutation(k, 4)),
+                                  np.asarray(jax.random.permutation(k, jnp.arange(4, dtype=jnp.int32))))
+  for d in range(20):
+    for a, b in zip(coverage.student_draw(5, d, 4, 3, None, (1, 1, 1, 1)), coverage.student_draw(5, d, 4, 3)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_bad_control_values_are_named(exp):
   def build(**changes):
     control = exp.config.control.copy_and_resolve_references()
@@ -185,5 +225,7 @@ def test_bad_control_values_are_named(exp):
   for bad in ((1, 3, 3), (0, 1, 1, 1), (1, 1.5, 1, 1), (1, 1, 1, 65)):
     with pytest.raises(ValueError, match="control.encoder_counts"):
       build(encoder_counts=bad)
+    with pytest.raises(ValueError, match="control.head_counts: head counts"):
+      build(head_counts=bad)
   with pytest.raises(ValueError, match="encoder_widths"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.3,))

@@ -31,6 +31,13 @@ def test_suffixes_become_config_args():
   assert c.control.encoder_counts == (1, 4, 2, 1) and c.control.student_weight == 1.0 and c.control.cikd_weight == 1
   c = control_fashion_scenes.get_config(_dry("ctrl_none_sw0.25")[0].split(":", 1)[1])
   assert c.control.student_weight == 0.25 and c.control.encoder_counts == (1, 1, 1, 1)
+  cfg, workdir = _dry("ctrl_none_sw0.5_c1331_h1221", "2000", "0", "32")
+  assert workdir == "workdirs/runs/fs32_ctrl_none_sw0.5_c1331_h1221_s0_2000_b32"
+  c = control_fashion_scenes.get_config(cfg.split(":", 1)[1])
+  assert c.control.head_counts == (1, 2, 2, 1) and c.control.encoder_counts == (1, 3, 3, 1)
+  assert c.control.student_weight == 0.5
+  c = control_fashion_scenes.get_config(_dry("ctrl_none_h1331")[0].split(":", 1)[1])
+  assert c.control.head_counts == (1, 3, 3, 1) and c.control.encoder_counts == (1, 1, 1, 1)
   c = fashion_scenes.get_config(_dry("w0.5", "300")[0].split(":", 1)[1])
   assert c.num_steps == 300 and c.model.head.hidden_dim == 16
 
