@@ -27,6 +27,6 @@ case $base in
   *) echo "unknown run $run" >&2; exit 2 ;;
 esac
 dir=workdirs/runs/fs32_${run}_s${seed}_${steps}_b${batch}
+[[ ${DRY_RUN:-0} == 1 ]] && { echo "$cfg $dir"; exit 0; }   # a dry run creates nothing
 mkdir -p "$dir"
-[[ ${DRY_RUN:-0} == 1 ]] && { echo "$cfg $dir"; exit 0; }
 exec nice -n 5 python3 -m experiments.train --config "$cfg" --workdir "$dir" > "$dir/train.log" 2>&1
