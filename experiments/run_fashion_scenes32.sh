@@ -3,7 +3,8 @@
 # Usage: experiments/run_fashion_scenes32.sh RUN [STEPS] [SEED] [BATCH]   (RUN: w1 w0.75 w0.5 w0.25 ctrl ctrl_cikd
 #        ctrl_distill ctrl_none, each ctrl* optionally followed by _sw<X>: students' task-loss weight X, and/or by
 #        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331, and/or by
-#        _h<digits>: the students' head-width counts, e.g. ctrl_none_h1331);
+#        _h<digits>: the students' head-width counts, e.g. ctrl_none_h1331, and/or by _po: a private readout
+#        per head width, e.g. ctrl_none_h1331_po);
 #        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log (DRY_RUN=1: print the config and
 #        workdir only).
 set -euo pipefail
@@ -11,6 +12,7 @@ shopt -s extglob
 run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
 common="res=32,steps=$steps,batch=$batch,seed=$seed"
 base=$run
+if [[ $base == ctrl*_po ]]; then base=${base%_po}; common="$common,private_out=1"; fi
 if [[ $base == ctrl*_h+([0-9]) ]]; then
   digits=${base##*_h}; base=${base%_h*}; common="$common,head_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"
 fi

@@ -104,6 +104,11 @@ class DenseHead(nn.Module):
   """Conv3x3(hidden_w) -> GN -> ReLU -> bilinear resize (`resize_bilinear`) to out_hw -> Conv3x3(hidden_w) -> GN -> ReLU
   -> Conv1x1(num_outputs).
 
+  `private_output=True`: the last Conv1x1 is private to each width (parameters `out_private_kernel` [W,
+  hidden_dim, num_outputs] and `out_private_bias` [W, num_outputs], one readout per entry of `widths`, like
+  switchable batch norm in slimmable networks): the hidden layers stay shared and nested, but a width-w head
+  reads its hidden units with its own weights instead of the leading rows of the full head's.
+
   Call: features [B, h, w, C] or square tokens [B, N, D] -> [B, out_hw[0], out_hw[1], num_outputs].
   """
   num_outputs: int
@@ -111,6 +116,7 @@ class DenseHead(nn.Module):
   out_hw: tuple[int, int] = (32, 32)
   widths: Sequence[float] = DEFAULT_WIDTHS
   group_size: int = 8
+  private_output: bool = False
 
   def active_hidden(self, width: float) -> int:
     w = slimmable.check_width(width, self.widths)
@@ -134,7 +140,29 @@ class DenseHead(nn.Module):
     x = keep(nn.relu(SlimGroupNorm(self.group_size, name="norm0")(SlimConv(self.hidden_dim, name="conv0")(x, h))))
     x = resize_bilinear(x, self.out_hw)
     x = keep(nn.relu(SlimGroupNorm(self.group_size, name="norm1")(SlimConv(self.hidden_dim, name="conv1")(x, h))))
-    return SlimConv(self.num_outputs, (1, 1), name="out")(x)
+    if not self.private_output:
+      return SlimConv(self.num_outputs, (1, 1), name="out")(x)
+    return self._private_readout(x, width, mask)
+
+  def _private_readout(self, x: jnp.ndarray, width: float, mask: jnp.ndarray | None) -> jnp.ndarray:
+    """x [B, H, W, active hidden] (sliced) or [B, H, W, hidden_dim] (masked) -> the readout of its width."""
+    n = len(self.widths)
+    active = [self.active_hidden(w) for w in self.widths]
+    if len(set(active)) < n:
+      raise ValueError(f"DenseHead(private_output=True): widths {tuple(self.widths)} give hidden sizes {active} "
+                       f"(hidden_dim {self.hidden_dim}, group_size {self.group_size}); two widths with the same size "
+                       "would share one network but not one readout")
+    kernel = slimmable.sliceable_param(self, "out_private_kernel", nn.initializers.lecun_normal(batch_axis=0),
+                                       (n, self.hidden_dim, self.num_outputs), (None, "mlp", None))
+    bias = slimmable.sliceable_param(self, "out_private_bias", nn.initializers.zeros, (n, self.num_outputs),
+                                     (None, None))
+    if mask is None:
+      index = list(self.widths).index(slimmable.check_width(width, self.widths))
+      k, b = kernel[index, : x.shape[-1]], bias[index]
+    else:  # the width is traced: its index from the mask's active count (each width's count is distinct)
+      index = jnp.argmax(jnp.asarray(active, jnp.int32) == jnp.sum(mask > 0).astype(jnp.int32))
+      k, b = kernel[index], bias[index]   # rows of inactive units meet zeros in x
+    return jnp.einsum("bhwc,co->bhwo", x, k.astype(x.dtype)) + b.astype(x.dtype)
 
 
 def _check_mask(mask: jnp.ndarray, width: float, hidden_dim: int) -> int:
@@ -153,8 +181,13 @@ def hidden_mask(head: nn.Module, width: float) -> np.ndarray:
   return (np.arange(head.hidden_dim) < head.active_hidden(width)).astype(np.float32)
 
 
-def _head_kwargs(spec: TaskSpec, cfg: ml_collections.ConfigDict) -> dict:
+def _head_kwargs(spec: TaskSpec, cfg: ml_collections.ConfigDict, private_output_ok: bool = False) -> dict:
   kwargs = {"num_outputs": spec.num_outputs}
+  if cfg.get("private_output"):
+    if not private_output_ok:
+      raise ValueError(f"model.head.private_output is for dense heads; task {spec.name!r} ({spec.kind}) has a "
+                       "classification head")
+    kwargs["private_output"] = True
   if cfg.get("hidden_dim") is not None:
     kwargs["hidden_dim"] = int(cfg.hidden_dim)
   if cfg.get("widths") is not None:
@@ -173,10 +206,11 @@ def build_classification_head(spec: TaskSpec, cfg: ml_collections.ConfigDict,
 @HEADS.register("dense")
 def build_dense_head(spec: TaskSpec, cfg: ml_collections.ConfigDict,
                      out_hw: tuple[int, int] | None = None) -> DenseHead:
-  """Feature map -> per-pixel outputs [B, H, W, num_outputs] at out_hw (keys of `cfg`: hidden_dim, widths)."""
+  """Feature map -> per-pixel outputs [B, H, W, num_outputs] at out_hw (keys of `cfg`: hidden_dim, widths,
+  private_output)."""
   if out_hw is None:
     raise ValueError(f"task {spec.name!r} ({spec.kind}) needs a dense head: pass out_hw=(H, W)")
-  return DenseHead(out_hw=tuple(int(s) for s in out_hw), **_head_kwargs(spec, cfg))
+  return DenseHead(out_hw=tuple(int(s) for s in out_hw), **_head_kwargs(spec, cfg, private_output_ok=True))
 
 
 def head_name(spec: TaskSpec, cfg: ml_collections.ConfigDict) -> str:

@@ -38,6 +38,9 @@ def test_suffixes_become_config_args():
   assert c.control.student_weight == 0.5
   c = control_fashion_scenes.get_config(_dry("ctrl_none_h1331")[0].split(":", 1)[1])
   assert c.control.head_counts == (1, 3, 3, 1) and c.control.encoder_counts == (1, 1, 1, 1)
+  assert not c.model.head.private_output
+  c = control_fashion_scenes.get_config(_dry("ctrl_none_h1331_po")[0].split(":", 1)[1])
+  assert c.control.head_counts == (1, 3, 3, 1) and c.model.head.private_output
   c = fashion_scenes.get_config(_dry("w0.5", "300")[0].split(":", 1)[1])
   assert c.num_steps == 300 and c.model.head.hidden_dim == 16
 
