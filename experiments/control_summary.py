@@ -28,6 +28,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mtl.control.search import NORMALIZATIONS, Measurement
+from mtl.control.widths import parse_config
+
 
 def _nanmean(values: Sequence[float]) -> float:
   finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
@@ -94,9 +97,7 @@ def recompute_report(d: dict, normalization: str, lower_is_better: Sequence[str]
   stored runs). `chosen`, `test` and `fixed_width` are kept (they do not depend on the sweep). Task directions
   come from the report's `higher_is_better` (written since the normalization option) or, for older files,
   from `lower_is_better` (task names); both given must agree."""
-  from mtl.control import controllability
-  from mtl.control.search import Measurement
-  from mtl.control.widths import parse_config
+  from mtl.control import controllability  # scipy: only when a report is searched again
   report = d["report"]
   tasks = report["tasks"]
   if lower_is_better is not None:
@@ -197,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument("--seeds", required=True, help="SEED=experiments.control json, comma-separated")
   parser.add_argument("--ablation", default=None, help="VARIANT=experiments.control json, comma-separated")
   parser.add_argument("--json", default=None, help="write the combined JSON here")
-  parser.add_argument("--normalization", default=None, choices=["reference", "range"],
+  parser.add_argument("--normalization", default=None, choices=list(NORMALIZATIONS),
                       help="search every input's stored table again with these units (mtl/control/search.py) "
                            "before summarizing; default: keep each file's report")
   parser.add_argument("--lower_is_better", default=None,

@@ -13,7 +13,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from mtl.control.search import NORMALIZATIONS, Measurement, normalize_preference, relative_performance, search
+from mtl.control.search import (Measurement, check_normalization, normalize_preference, relative_performance,
+                                search)
 
 
 def rank_correlation(preferences: np.ndarray, performances: np.ndarray,
@@ -115,8 +116,7 @@ def controllability_report(table: Sequence[Measurement], tasks: Sequence[str], b
   full-width config (the 'reference' units whatever `normalization` is, so sweeps of two normalizations
   compare in quality).
   """
-  if normalization not in NORMALIZATIONS:  # checked here: a search's ValueError becomes a budget's 'error'
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  check_normalization(normalization)  # here, up front: a search's ValueError becomes a budget's 'error'
   hib = {t: True for t in tasks}
   hib.update(higher_is_better or {})
   out = {"tasks": list(tasks), "higher_is_better": {t: bool(hib[t]) for t in tasks}, "normalization": normalization,

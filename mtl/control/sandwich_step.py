@@ -81,18 +81,18 @@ def control_values(control: ml_collections.ConfigDict) -> ControlValues:
   if not 0 < student_weight <= 1e3:
     raise ValueError(f"control.student_weight must be in (0, 1000] (the students' task-loss weight; 1 = the plain "
                      f"sandwich sum), got {student_weight}")
-  raw_counts = control.get("encoder_counts")
+  return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight,
+                       _counts(control, "encoder_counts", len(widths), "encoder"),
+                       _counts(control, "head_counts", len(widths), "head"))
+
+
+def _counts(control: ml_collections.ConfigDict, key: str, num_widths: int, what: str) -> tuple[int, ...]:
+  """`control.<key>` validated by `coverage.check_counts` (None = all 1); errors name the field."""
+  raw = control.get(key)
   try:
-    counts = coverage.check_counts(None if raw_counts is None else tuple(raw_counts), len(widths))
+    return coverage.check_counts(None if raw is None else tuple(raw), num_widths, what)
   except (TypeError, ValueError) as e:
-    raise ValueError(f"control.encoder_counts: {e}") from None
-  raw_head = control.get("head_counts")
-  try:
-    head_counts = coverage.check_counts(None if raw_head is None else tuple(raw_head), len(widths), "head")
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"control.head_counts: {e}") from None
-  return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts,
-                       head_counts)
+    raise ValueError(f"control.{key}: {e}") from None
 
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
@@ -109,9 +109,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
-  values = control_values(control)
-  widths, num_random, cikd_weight, normalize, distill_weight, student_weight = values[:6]
-  counts, head_counts = values.encoder_counts, values.head_counts
+  (widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts,
+   head_counts) = control_values(control)
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)

@@ -70,6 +70,12 @@ def normalize_preference(preference: Sequence[float] | Mapping[str, float], task
 NORMALIZATIONS = ("reference", "range")
 
 
+def check_normalization(normalization: str) -> None:
+  """ValueError unless `normalization` is one of NORMALIZATIONS (the units of `relative_performance`)."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+
+
 def relative_performance(table: Sequence[Measurement], tasks: Sequence[str],
                          higher_is_better: Mapping[str, bool] | None = None,
                          normalization: str = "reference") -> np.ndarray:
@@ -79,8 +85,7 @@ def relative_performance(table: Sequence[Measurement], tasks: Sequence[str],
   table, else the per-task best. 'range': (q_t - max q_t) / (max q_t - min q_t) with q_t = s_t * m_t over the
   table (a task constant over the table gives 0).
   """
-  if normalization not in NORMALIZATIONS:
-    raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+  check_normalization(normalization)
   hib = {t: True for t in tasks}
   hib.update(higher_is_better or {})
   for m in table:
