@@ -140,7 +140,8 @@ def apply_sharding_preset(c: ml_collections.ConfigDict, name: str) -> ml_collect
 def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0),
                       cikd_weight: float = 1.0, output_distill_weight: float = 1.0, num_random: int = 1,
                       student_weight: float = 1.0, encoder_counts: tuple[int, ...] | None = None,
-                      head_counts: tuple[int, ...] | None = None) -> ml_collections.ConfigDict:
+                      head_counts: tuple[int, ...] | None = None,
+                      uniform_students: tuple[float, ...] = ()) -> ml_collections.ConfigDict:
   """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
   heads at `widths`, trained with the sandwich rule (largest, smallest and `num_random` students per step that
   cover every (encoder width, head width) pair; mtl/control/sandwich_step.py), CIKD on the encoder features
@@ -160,9 +161,18 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   c.control.student_weight = student_weight
   c.control.encoder_counts = tuple(encoder_counts) if encoder_counts else (1,) * len(widths)
   c.control.head_counts = tuple(head_counts) if head_counts else (1,) * len(widths)
+  c.control.uniform_students = tuple(float(w) for w in uniform_students)
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
   return c
+
+
+def widths_arg(key: str, value: str) -> tuple[float, ...]:
+  """Config arg of widths joined by '+' ('0.5+0.75'; '' = none) -> floats; anything else raises, naming `key`."""
+  try:
+    return tuple(float(v) for v in value.split("+") if v)
+  except ValueError:
+    raise ValueError(f"config arg {key}={value!r}: expected widths joined by '+', e.g. 0.5+0.75") from None
 
 
 def split_control_args(arg: str | None, name: str, fixed: str, **own) -> tuple[ml_collections.ConfigDict, str]:

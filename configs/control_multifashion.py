@@ -10,7 +10,9 @@ seed 0, output distillation cost 2.9-3.9 points of delta-m at every width and CI
 docs/control_multifashion.md), num_random= (students per step beside the largest and smallest, default 1) and
 student_weight= (weight of the students' task losses, default 1) and encoder_counts= (how often each encoder
 width, ascending, is a student per covering block, e.g. 1+3+3+1; default 1+1+1+1) and head_counts= (the same for
-the head widths of every task; default 1+1+1+1).
+the head widths of every task; default 1+1+1+1) and uniform= (middle widths joined by '+', e.g. 0.5+0.75, whose
+uniform configuration, encoder and every head at that width, is trained every step beside the drawn students;
+default none).
 """
 from configs import common, multifashion
 
@@ -18,11 +20,12 @@ from configs import common, multifashion
 def get_config(arg: str | None = None):
   mine, rest = common.split_control_args(arg, "control_multifashion", "multifashion", cikd=1.0, distill=0.0,
                                          num_random=1, student_weight=1.0, encoder_counts=(1, 1, 1, 1),
-                                         head_counts=(1, 1, 1, 1))
+                                         head_counts=(1, 1, 1, 1), uniform="")
   rest = [p for p in rest.split(",") if p]
   keys = {p.split("=")[0] for p in rest}
   rest += [f"{k}={v}" for k, v in (("steps", 1500), ("hidden", 64)) if k not in keys]
   c = multifashion.get_config(",".join(rest))
   return common.make_controllable(c, cikd_weight=mine.cikd, output_distill_weight=mine.distill,
                                   num_random=mine.num_random, student_weight=mine.student_weight,
-                                  encoder_counts=mine.encoder_counts, head_counts=mine.head_counts)
+                                  encoder_counts=mine.encoder_counts, head_counts=mine.head_counts,
+                                  uniform_students=common.widths_arg("uniform", mine.uniform))

@@ -5,6 +5,9 @@ Each step trains the largest configuration (the teacher), the smallest, and `num
 students that together cover every (encoder width, head width) pair of every task (mtl/control/coverage.py:
 within ceil(sum(head_counts) * sum(encoder_counts) / num_random) steps for W widths; `encoder_counts` and
 `head_counts`, one per width, default all 1, set how often each encoder width and each head width is a student).
+`uniform_students` (default none) adds, at every step, the uniform configurations of those middle widths (encoder
+and every head at width w): the switchable list of Slimmable Networks (Yu et al., 2019) beside the covering draws,
+so the configurations that stand in for fixed-width models are trained every step, not only when drawn.
 
 Speed. Widths set array shapes. The students' encoder widths are drawn on the host from (seed, step) and name
 the compiled variant (a `ScheduledStep` key; W ** num_random variants, 4 for the default W = 4, num_random =
@@ -42,7 +45,7 @@ from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
-                "student_weight", "encoder_counts", "head_counts")
+                "student_weight", "encoder_counts", "head_counts", "uniform_students")
 
 
 class ControlValues(NamedTuple):
@@ -55,6 +58,7 @@ class ControlValues(NamedTuple):
   student_weight: float
   encoder_counts: tuple[int, ...]  # copies of each encoder width per covering block (mtl/control/coverage.py)
   head_counts: tuple[int, ...]  # copies of each head width per covering block (every task's head)
+  uniform_students: tuple[float, ...]  # middle widths whose uniform configuration is trained every step
 
 
 def control_values(control: ml_collections.ConfigDict) -> ControlValues:
@@ -83,7 +87,25 @@ def control_values(control: ml_collections.ConfigDict) -> ControlValues:
                      f"sandwich sum), got {student_weight}")
   return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight,
                        _counts(control, "encoder_counts", len(widths), "encoder"),
-                       _counts(control, "head_counts", len(widths), "head"))
+                       _counts(control, "head_counts", len(widths), "head"), _uniform_students(control, widths))
+
+
+def _uniform_students(control: ml_collections.ConfigDict, widths: tuple[float, ...]) -> tuple[float, ...]:
+  """`control.uniform_students` validated: distinct widths strictly between the smallest and the largest (those
+  two are trained every step already), ascending."""
+  raw = control.get("uniform_students") or ()
+  try:
+    chosen = [float(w) for w in raw]
+  except (TypeError, ValueError):
+    raise ValueError(f"control.uniform_students must be a sequence of widths, got {raw!r}") from None
+  middle = widths[1:-1]
+  bad = [w for w in chosen if w not in middle]
+  if bad:
+    raise ValueError(f"control.uniform_students {bad} are not middle widths {middle} of control.widths {widths} "
+                     "(the largest and smallest configurations are trained every step already)")
+  if len(set(chosen)) != len(chosen):
+    raise ValueError(f"control.uniform_students has a repeated width: {tuple(chosen)}")
+  return tuple(sorted(chosen))
 
 
 def _counts(control: ml_collections.ConfigDict, key: str, num_widths: int, what: str) -> tuple[int, ...]:
@@ -109,8 +131,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
   'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
-  (widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts,
-   head_counts) = control_values(control)
+  (widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts, head_counts,
+   uniform) = control_values(control)
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
@@ -141,6 +163,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
       students += [{"encoder_width": w, "head_masks": {t: tables[t][head_idx[j, i]] for i, t in enumerate(names)
                                                        if t in tables}}
                    for j, w in enumerate(encoder_widths)]
+      students += [widths_lib.WidthConfig.create(w, {t: w for t in names}).apply_kwargs() for w in uniform]
       total, aux_total = teacher_losses, aux
       cikd, distill = jnp.zeros((), jnp.float32), jnp.zeros((num_tasks,), jnp.float32)
       for kwargs in students:

@@ -14,7 +14,8 @@ def test_res_seed_and_switches():
   assert control_fashion_scenes.get_config("res=32,encoder_counts=1+3+3+1").control.encoder_counts == (1, 3, 3, 1)
   assert c.control.head_counts == (1, 1, 1, 1)
   assert control_fashion_scenes.get_config("res=32,head_counts=1+3+3+1").control.head_counts == (1, 3, 3, 1)
-  assert not c.model.head.private_output
+  assert not c.model.head.private_output and c.control.uniform_students == ()
+  assert control_fashion_scenes.get_config("res=32,uniform=0.75+0.5").control.uniform_students == (0.75, 0.5)
   assert control_fashion_scenes.get_config("private_out=1").model.head.private_output
   d = control_fashion_scenes.get_config(None)
   assert d.dataset.name == "fashion_scenes" and d.control.cikd_weight == 1.0 and d.control.output_distill_weight == 0
@@ -30,3 +31,5 @@ def test_bad_args_raise():
     control_fashion_scenes.get_config("pool=3")
   with pytest.raises(ValueError, match="private_out must be 0 or 1"):
     control_fashion_scenes.get_config("private_out=2")
+  with pytest.raises(ValueError, match="config arg uniform='half': expected widths joined by"):
+    control_fashion_scenes.get_config("uniform=half")

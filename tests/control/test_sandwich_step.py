@@ -13,7 +13,7 @@ from mtl.control import coverage
 from mtl.control import widths as widths_lib
 from mtl.control.cikd import cikd_loss
 from mtl.control.output_distill import output_distill_losses
-from mtl.control.sandwich_step import make_sandwich_train_step, sandwich_step
+from mtl.control.sandwich_step import control_values, make_sandwich_train_step, sandwich_step
 from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
@@ -22,10 +22,10 @@ from mtl.train.step import ScheduledStep, task_losses_and_stats
 WIDTHS = (0.5, 1.0)
 
 
-def _control_config(num_steps=4, **control):
+def _control_config(num_steps=4, widths=WIDTHS, **control):
   c = synthetic_config(num_steps, every_steps=100)
   c.train_step = "sandwich"
-  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=WIDTHS, num_random=1, cikd_weight=0.5,
+  c.control = ml_collections.ConfigDict(dict(enabled=True, widths=widths, num_random=1, cikd_weight=0.5,
                                              cikd_normalize=False, output_distill_weight=0.3, **control))
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths
@@ -43,13 +43,15 @@ def exp():
   return loop.build_experiment(_control_config(), mesh)
 
 
-def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None, head_counts=None):
+def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None, head_counts=None,
+                         widths=WIDTHS, uniform=()):
   """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
-  enc, heads = coverage.step_draws(seed, step, 1, len(WIDTHS), len(names), counts, head_counts)
-  student = widths_lib.WidthConfig.create(WIDTHS[int(enc[0])], {t: WIDTHS[int(heads[0, i])]
+  enc, heads = coverage.step_draws(seed, step, 1, len(widths), len(names), counts, head_counts)
+  student = widths_lib.WidthConfig.create(widths[int(enc[0])], {t: widths[int(heads[0, i])]
                                                                  for i, t in enumerate(names)})
-  configs = [widths_lib.largest(WIDTHS, names), widths_lib.smallest(WIDTHS, names), student]
+  configs = [widths_lib.largest(widths, names), widths_lib.smallest(widths, names), student]
+  configs += [widths_lib.WidthConfig.create(w, {t: w for t in names}) for w in uniform]
   total, feats, outs = 0.0, [], []
   for j, cfg in enumerate(configs):
     o, f = exp.model.apply({"params": exp.state.params}, batch["image"], train=True, return_features=True,
@@ -83,6 +85,27 @@ def test_sandwich_objective_equals_sum_over_sliced_configs(exp, cikd_w, distill_
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
     for t, w in student.heads:  # the traced head widths are the host-side draws
       assert float(out["scalars"][f"control/head_width/0/{t}"]) == w
+
+
+@pytest.mark.parametrize("uniform,student_w", [((0.5,), 1.0), ((0.5, 0.75), 0.5)])
+def test_uniform_students_are_trained_every_step(uniform, student_w):
+  """The uniform middle configurations join the objective at every step as sliced students (task loss x
+  student_weight, CIKD, output distillation), beside the drawn one; their gradient reaches the middle units."""
+  widths = (0.25, 0.5, 0.75, 1.0)
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  exp4 = loop.build_experiment(_control_config(widths=widths, uniform_students=uniform), mesh)
+  batch = _batch()
+  control = exp4.config.control.copy_and_resolve_references()
+  control.student_weight = student_w
+  for step in (1, 2):
+    state = exp4.state.replace(step=jnp.asarray(step - 1, exp4.state.step.dtype))
+    enc = coverage.encoder_key(0, step, 1, widths, len(exp4.tasks))
+    fn = make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", control, 0, enc)
+    _, out = jax.jit(fn)(state, batch)
+    want, _ = _reference_objective(exp4, batch, step, 0.5, 0.3, student_w, widths=widths, uniform=uniform)
+    without, _ = _reference_objective(exp4, batch, step, 0.5, 0.3, student_w, widths=widths)
+    assert abs(want - without) > 1e-3 * abs(want)  # the uniform students are a real share of the objective
+    np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
 
 
 def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
@@ -227,5 +250,11 @@ def test_bad_control_values_are_named(exp):
       build(encoder_counts=bad)
     with pytest.raises(ValueError, match="control.head_counts: head counts"):
       build(head_counts=bad)
+  with pytest.raises(ValueError, match="control.uniform_students .* not middle widths"):
+    build(uniform_students=(1.0,))  # WIDTHS has no middle width: the largest is trained every step already
+  with pytest.raises(ValueError, match="control.uniform_students must be a sequence"):
+    build(uniform_students=("half",))
+  with pytest.raises(ValueError, match="control.uniform_students has a repeated width"):
+    control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5, 0.5))))
   with pytest.raises(ValueError, match="encoder_widths"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.3,))
