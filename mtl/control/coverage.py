@@ -12,6 +12,12 @@ student in a share counts[e] / sum(counts) of the draws and head width h in a sh
 sum(head_counts) (e.g. counts (1, 3, 3, 1) spend 3/4 of the students on the middle widths, which the largest and
 smallest configurations never train; head_counts (1, 3, 3, 1) do the same for every task's head).
 
+With `shared_heads`, a student's head width is the same for every task (the slot's head rank): every pair of every
+task is still covered per block, the joint choice over tasks is not sampled (it does not change any task's
+output, which depends only on the encoder width and its own head width), and the host can name the whole student
+by (encoder width, head width), so the sandwich step slices it instead of masking full-width heads
+(`control.sliced_students`).
+
 `student_draw` is plain `jax.numpy` and deterministic in (seed, draw): the host evaluates it (Python ints) to
 pick the compiled variant (the encoder widths set shapes), and the compiled step evaluates the same function on
 the traced step number to get the head widths (applied as channel masks, so they need no recompilation). A
@@ -45,11 +51,13 @@ def block_size(num_widths: int, counts: tuple[int, ...] | None = None,
 
 
 def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple[int, ...] | None = None,
-                 head_counts: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+                 head_counts: tuple[int, ...] | None = None, shared_heads: bool = False
+                 ) -> tuple[jax.Array, jax.Array]:
   """(encoder width index int32 [], head width indices int32 [num_tasks]) of student number `draw` (0-based).
 
   `draw` may be a Python int or a traced int32 scalar; `seed` is a Python int; `counts` / `head_counts`: copies
-  of each encoder / head width per block (None = one each). Indices are into the sorted allowed widths.
+  of each encoder / head width per block (None = one each); `shared_heads`: one head width for every task.
+  Indices are into the sorted allowed widths.
   """
   if num_widths < 1 or num_tasks < 1:
     raise ValueError(f"need num_widths >= 1 and num_tasks >= 1, got {num_widths}, {num_tasks}")
@@ -67,6 +75,8 @@ def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple
   block_key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _SALT), draw // slots)
   slot = jax.random.permutation(jax.random.fold_in(block_key, 0), slots)[draw % slots]
   enc, rank = jnp.asarray(slot_enc)[slot], jnp.asarray(slot_rank)[slot]
+  if shared_heads:
+    return enc.astype(jnp.int32), jnp.full((num_tasks,), head_multiset[rank], jnp.int32)
   stream = enc + num_widths * jnp.asarray(slot_copy)[slot]  # = enc for the first copy
   task_keys = jax.vmap(lambda t: jax.random.fold_in(jax.random.fold_in(block_key, 1 + t), stream))(
       jnp.arange(num_tasks))
@@ -75,18 +85,18 @@ def student_draw(seed: int, draw, num_widths: int, num_tasks: int, counts: tuple
 
 
 def step_draws(seed: int, step, num_random: int, num_widths: int, num_tasks: int,
-               counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None
-               ) -> tuple[jax.Array, jax.Array]:
+               counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None,
+               shared_heads: bool = False) -> tuple[jax.Array, jax.Array]:
   """Encoder indices int32 [num_random] and head indices int32 [num_random, num_tasks] of the students of
   `step` (1-based; a Python int or a traced int32)."""
   if num_random < 1:
     raise ValueError(f"num_random must be >= 1, got {num_random}")
   first = (jnp.asarray(step, jnp.int32) - 1) * num_random
-  return jax.vmap(lambda j: student_draw(seed, first + j, num_widths, num_tasks, counts, head_counts))(
-      jnp.arange(num_random))
+  return jax.vmap(lambda j: student_draw(seed, first + j, num_widths, num_tasks, counts, head_counts,
+                                         shared_heads))(jnp.arange(num_random))
 
 
-_host_draws = jax.jit(step_draws, static_argnums=(0, 2, 3, 4, 5, 6))
+_host_draws = jax.jit(step_draws, static_argnums=(0, 2, 3, 4, 5, 6, 7))
 
 
 def encoder_key(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
@@ -95,6 +105,18 @@ def encoder_key(seed: int, step: int, num_random: int, widths: tuple[float, ...]
   """The students' encoder widths at `step` (host side; the `ScheduledStep` key)."""
   counts = check_counts(counts, len(widths))
   head_counts = check_counts(head_counts, len(widths), "head")
-  enc, _ = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts)
+  enc, _ = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts, False)
   ws = sorted(float(w) for w in widths)
   return tuple(ws[int(i)] for i in np.asarray(enc))
+
+
+def sliced_key(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
+               counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None
+               ) -> tuple[tuple[float, float], ...]:
+  """The students of `step` as ((encoder width, head width of every task), ...) with shared head widths (host
+  side; the `ScheduledStep` key of `control.sliced_students`)."""
+  counts = check_counts(counts, len(widths))
+  head_counts = check_counts(head_counts, len(widths), "head")
+  enc, heads = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts, True)
+  ws = sorted(float(w) for w in widths)
+  return tuple((ws[int(e)], ws[int(h[0])]) for e, h in zip(np.asarray(enc), np.asarray(heads)))

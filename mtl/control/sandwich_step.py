@@ -17,6 +17,11 @@ masks on full-width heads (`MultiTaskModel.head_mask_tables`), which equals the 
 configuration would need W ** (T + 1) = 256 variants on fashion scenes; a `lax.switch` over configurations
 was measured 16x slower per step on CPU.)
 
+`sliced_students` (default False) trades compilations for step time: each drawn student uses one head width
+for every task (`coverage.student_draw(shared_heads=True)`: still every pair of every task per block), the host
+names the student by (encoder width, head width), and the step slices it (W ** (2 * num_random) variants, 16 for
+the default) instead of running full-width heads with masks, whose cost is the full heads' whatever the width.
+
 Loss. Every configuration's task losses are summed (gradients accumulate over sub-networks), the students' scaled
 by `student_weight` (default 1, the paper's plain sum; below 1 the teacher's own gradient is a larger share of
 the shared update). Every student adds
@@ -33,6 +38,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from mtl.control import coverage
@@ -45,7 +51,7 @@ from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
-                "student_weight", "encoder_counts", "head_counts", "uniform_students")
+                "student_weight", "encoder_counts", "head_counts", "uniform_students", "sliced_students")
 
 
 class ControlValues(NamedTuple):
@@ -59,6 +65,7 @@ class ControlValues(NamedTuple):
   encoder_counts: tuple[int, ...]  # copies of each encoder width per covering block (mtl/control/coverage.py)
   head_counts: tuple[int, ...]  # copies of each head width per covering block (every task's head)
   uniform_students: tuple[float, ...]  # middle widths whose uniform configuration is trained every step
+  sliced_students: bool  # drawn students share one head width across tasks and are sliced, not masked
 
 
 def control_values(control: ml_collections.ConfigDict) -> ControlValues:
@@ -87,7 +94,16 @@ def control_values(control: ml_collections.ConfigDict) -> ControlValues:
                      f"sandwich sum), got {student_weight}")
   return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight,
                        _counts(control, "encoder_counts", len(widths), "encoder"),
-                       _counts(control, "head_counts", len(widths), "head"), _uniform_students(control, widths))
+                       _counts(control, "head_counts", len(widths), "head"), _uniform_students(control, widths),
+                       _flag(control, "sliced_students"))
+
+
+def _flag(control: ml_collections.ConfigDict, key: str) -> bool:
+  """A boolean field of `control` (missing = False); anything but a bool raises, naming it."""
+  value = control.get(key, False)
+  if not isinstance(value, (bool, np.bool_)):
+    raise ValueError(f"control.{key} must be True or False, got {value!r}")
+  return bool(value)
 
 
 def _uniform_students(control: ml_collections.ConfigDict, widths: tuple[float, ...]) -> tuple[float, ...]:
@@ -119,25 +135,33 @@ def _counts(control: ml_collections.ConfigDict, key: str, num_widths: int, what:
 
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
                              method, input_key: str, control: ml_collections.ConfigDict, seed: int,
-                             encoder_widths: tuple[float, ...] | None = None
+                             encoder_widths: tuple[float, ...] | None = None,
+                             head_widths: tuple[float, ...] | None = None
                              ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """`step(state, batch) -> (state, metrics)` training with the sandwich rule + CIKD + output distillation.
 
   `control`: see `control_values`. `encoder_widths`: the students' encoder widths (num_random of them; the
   host-drawn `coverage.encoder_key` of the steps this variant runs). The students' head widths are drawn inside
-  from (seed, state.step + 1). Logged task losses, stats, batch statistics and model metrics are those of the
-  largest configuration; every configuration's sown auxiliary losses (e.g. MoE load balancing) are in the
-  objective. Logged beside them: 'cikd', 'output_distill', 'aux_loss/all' and the students' head widths
-  'control/head_width/<j>/<task>'.
+  from (seed, state.step + 1); with `control.sliced_students` they are given instead (`head_widths`, one per
+  student, shared by every task: `coverage.sliced_key`) and the students are sliced. Logged task losses, stats,
+  batch statistics and model metrics are those of the largest configuration; every configuration's sown auxiliary
+  losses (e.g. MoE load balancing) are in the objective. Logged beside them: 'cikd', 'output_distill',
+  'aux_loss/all' and the students' head widths 'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
   (widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts, head_counts,
-   uniform) = control_values(control)
+   uniform, sliced) = control_values(control)
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
   if len(encoder_widths) != num_random or any(w not in widths for w in encoder_widths):
     raise ValueError(f"encoder_widths {encoder_widths} must be {num_random} of the widths {widths}")
+  if sliced:
+    head_widths = (widths[-1],) * num_random if head_widths is None else tuple(float(w) for w in head_widths)
+    if len(head_widths) != num_random or any(w not in widths for w in head_widths):
+      raise ValueError(f"head_widths {head_widths} must be {num_random} of the widths {widths} (sliced students)")
+  elif head_widths is not None:
+    raise ValueError("head_widths are drawn inside the step unless control.sliced_students is set")
   if not hasattr(model, "head_mask_tables"):
     raise ValueError(f"{type(model).__name__} has no head_mask_tables(widths), which the sandwich step needs to "
                      "train traced head widths")
@@ -151,7 +175,7 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
     dropout_rng, _ = jax.random.split(jax.random.fold_in(state.rng, state.step))
     x = batch[input_key]
     _, head_idx = coverage.step_draws(seed, state.step + 1, num_random, len(widths), num_tasks, counts,
-                                       head_counts)  # [R, T]
+                                       head_counts, sliced)  # [R, T]
 
     def task_loss_fn(params):
       def run(**kwargs):
@@ -160,9 +184,13 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
       (outputs, teacher), mutated, aux = run(**teacher_cfg.apply_kwargs())
       teacher_losses, stats = task_losses_and_stats(outputs, batch, tasks)
       students = [smallest_cfg.apply_kwargs()]
-      students += [{"encoder_width": w, "head_masks": {t: tables[t][head_idx[j, i]] for i, t in enumerate(names)
-                                                       if t in tables}}
-                   for j, w in enumerate(encoder_widths)]
+      if sliced:
+        students += [widths_lib.WidthConfig.create(w, {t: h for t in names}).apply_kwargs()
+                     for w, h in zip(encoder_widths, head_widths)]
+      else:
+        students += [{"encoder_width": w, "head_masks": {t: tables[t][head_idx[j, i]] for i, t in enumerate(names)
+                                                         if t in tables}}
+                     for j, w in enumerate(encoder_widths)]
       students += [widths_lib.WidthConfig.create(w, {t: w for t in names}).apply_kwargs() for w in uniform]
       total, aux_total = teacher_losses, aux
       cikd, distill = jnp.zeros((), jnp.float32), jnp.zeros((num_tasks,), jnp.float32)
@@ -196,6 +224,13 @@ def sandwich_step(exp) -> ScheduledStep:
   make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
                            config.seed)  # validates the control values and the model before training starts
   num_tasks = len(exp.tasks)
+  if values.sliced_students:
+    return ScheduledStep(
+        key_for_step=lambda step: coverage.sliced_key(config.seed, step, values.num_random, values.widths, num_tasks,
+                                                      values.encoder_counts, values.head_counts),
+        build=lambda key: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
+                                                   config.control, config.seed, tuple(e for e, _ in key),
+                                                   tuple(h for _, h in key)))
   return ScheduledStep(
       key_for_step=lambda step: coverage.encoder_key(config.seed, step, values.num_random, values.widths, num_tasks,
                                                      values.encoder_counts, values.head_counts),

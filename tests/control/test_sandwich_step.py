@@ -44,10 +44,10 @@ def exp():
 
 
 def _reference_objective(exp, batch, step, cikd_w, distill_w, student_w=1.0, seed=0, counts=None, head_counts=None,
-                         widths=WIDTHS, uniform=()):
+                         widths=WIDTHS, uniform=(), shared_heads=False):
   """Plain sum over the sliced (deployed) configurations the step trains, from the host-side draws."""
   names = [t.name for t in exp.tasks]
-  enc, heads = coverage.step_draws(seed, step, 1, len(widths), len(names), counts, head_counts)
+  enc, heads = coverage.step_draws(seed, step, 1, len(widths), len(names), counts, head_counts, shared_heads)
   student = widths_lib.WidthConfig.create(widths[int(enc[0])], {t: widths[int(heads[0, i])]
                                                                  for i, t in enumerate(names)})
   configs = [widths_lib.largest(widths, names), widths_lib.smallest(widths, names), student]
@@ -106,6 +106,34 @@ def test_uniform_students_are_trained_every_step(uniform, student_w):
     without, _ = _reference_objective(exp4, batch, step, 0.5, 0.3, student_w, widths=widths)
     assert abs(want - without) > 1e-3 * abs(want)  # the uniform students are a real share of the objective
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
+
+
+def test_sliced_students_share_one_head_width_and_equal_the_plain_sum():
+  """sliced_students: the host names each student (encoder width, head width of every task); the step slices it
+  and its objective is the plain sum over the sliced configurations; one compiled variant per such key."""
+  widths = (0.25, 0.5, 0.75, 1.0)
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  exp4 = loop.build_experiment(_control_config(widths=widths, sliced_students=True, uniform_students=(0.5,)), mesh)
+  names = [t.name for t in exp4.tasks]
+  batch = _batch()
+  for step in (1, 2, 3):
+    key = coverage.sliced_key(0, step, 1, widths, len(names))
+    state = exp4.state.replace(step=jnp.asarray(step - 1, exp4.state.step.dtype))
+    fn = make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", exp4.config.control, 0,
+                                  (key[0][0],), (key[0][1],))
+    _, out = jax.jit(fn)(state, batch)
+    want, student = _reference_objective(exp4, batch, step, 0.5, 0.3, widths=widths, uniform=(0.5,),
+                                         shared_heads=True)
+    assert student.encoder == key[0][0] and set(student.head_widths.values()) == {key[0][1]}
+    np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
+    for t in names:
+      assert float(out["scalars"][f"control/head_width/0/{t}"]) == key[0][1]
+  scheduled = sandwich_step(exp4)
+  keys = [scheduled.key_for_step(s) for s in range(1, 17)]
+  assert sorted(keys) == sorted(((e, h),) for e in widths for h in widths)  # one block covers every pair once
+  with pytest.raises(ValueError, match="head_widths .* must be 1 of the widths"):
+    make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", exp4.config.control, 0,
+                             (0.5,), (0.3,))
 
 
 def test_control_config_trains_in_the_loop_and_subnetworks_evaluate(tmp_path):
@@ -227,6 +255,25 @@ def test_head_counts_cover_every_pair_and_set_each_head_widths_share():
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_shared_head_draws_cover_every_pair_with_the_counts():
+  """shared_heads: every task gets the same head width; a block still holds every (encoder e, head h) pair
+  counts[e] * head_counts[h] times; the encoder draws are those of the per-task schedule."""
+  widths, tasks, counts, hcounts = (0.25, 0.5, 0.75, 1.0), 3, (1, 3, 3, 1), (1, 2, 2, 1)
+  size = coverage.block_size(4, counts, hcounts)
+  for block in range(2):
+    seen = {}
+    for d in range(size * block, size * (block + 1)):
+      e, h = coverage.student_draw(4, d, 4, tasks, counts, hcounts, shared_heads=True)
+      assert len(set(np.asarray(h).tolist())) == 1
+      assert int(e) == int(coverage.student_draw(4, d, 4, tasks, counts, hcounts)[0])
+      seen[(int(e), int(h[0]))] = seen.get((int(e), int(h[0])), 0) + 1
+    assert seen == {(e, h): counts[e] * hcounts[h] for e in range(4) for h in range(4)}, block
+  for s in range(1, 6):
+    enc, heads = coverage.step_draws(4, s, 2, 4, tasks, counts, hcounts, True)
+    assert coverage.sliced_key(4, s, 2, widths, tasks, counts, hcounts) == tuple(
+        (widths[int(e)], widths[int(h[0])]) for e, h in zip(enc, heads))
+
+
 def test_bad_control_values_are_named(exp):
   def build(**changes):
     control = exp.config.control.copy_and_resolve_references()
@@ -256,5 +303,9 @@ def test_bad_control_values_are_named(exp):
     build(uniform_students=("half",))
   with pytest.raises(ValueError, match="control.uniform_students has a repeated width"):
     control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5, 0.5))))
+  with pytest.raises(ValueError, match="control.sliced_students must be True or False"):
+    build(sliced_students="yes")
+  with pytest.raises(ValueError, match="head_widths are drawn inside the step unless control.sliced_students"):
+    make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.5,), (0.5,))
   with pytest.raises(ValueError, match="encoder_widths"):
     make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, "image", exp.config.control, 0, (0.3,))
