@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mtl import sharding
 from mtl.data import make_loader
 from mtl.train import loop
-from mtl.train.step import make_train_step
+from mtl.train.step import ScheduledStep, make_train_step
 
 
 def _load_config(spec: str):
@@ -61,9 +61,10 @@ def main(argv=None) -> dict:
   # Warm every compiled variant the timed steps use (steps 1 .. rounds * steps_per_round, timed below): one step
   # per distinct key, so no compilation falls inside a timed round.
   timed = args.rounds * args.steps_per_round
+  key_for_step = scheduled.key_for_step if isinstance(scheduled, ScheduledStep) else (lambda s: None)
   firsts = {}
   for s in range(1, timed + 1):
-    firsts.setdefault(scheduled.key_for_step(s) if hasattr(scheduled, "key_for_step") else None, s)
+    firsts.setdefault(key_for_step(s), s)
   for s in sorted(firsts.values()):
     state_s, m = sandwich(state_s, batch, s)
   warm_steps = len(firsts)

@@ -99,15 +99,23 @@ def step_draws(seed: int, step, num_random: int, num_widths: int, num_tasks: int
 _host_draws = jax.jit(step_draws, static_argnums=(0, 2, 3, 4, 5, 6, 7))
 
 
+def _host_student_draws(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
+                        counts: tuple[int, ...] | None, head_counts: tuple[int, ...] | None, shared_heads: bool
+                        ) -> tuple[list[float], np.ndarray, np.ndarray]:
+  """(sorted widths, encoder indices [num_random], head indices [num_random, num_tasks]) of `step`, on the host."""
+  counts = check_counts(counts, len(widths))
+  head_counts = check_counts(head_counts, len(widths), "head")
+  enc, heads = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts,
+                           shared_heads)
+  return sorted(float(w) for w in widths), np.asarray(enc), np.asarray(heads)
+
+
 def encoder_key(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
                 counts: tuple[int, ...] | None = None, head_counts: tuple[int, ...] | None = None
                 ) -> tuple[float, ...]:
   """The students' encoder widths at `step` (host side; the `ScheduledStep` key)."""
-  counts = check_counts(counts, len(widths))
-  head_counts = check_counts(head_counts, len(widths), "head")
-  enc, _ = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts, False)
-  ws = sorted(float(w) for w in widths)
-  return tuple(ws[int(i)] for i in np.asarray(enc))
+  ws, enc, _ = _host_student_draws(seed, step, num_random, widths, num_tasks, counts, head_counts, False)
+  return tuple(ws[int(i)] for i in enc)
 
 
 def sliced_key(seed: int, step: int, num_random: int, widths: tuple[float, ...], num_tasks: int,
@@ -115,8 +123,5 @@ def sliced_key(seed: int, step: int, num_random: int, widths: tuple[float, ...],
                ) -> tuple[tuple[float, float], ...]:
   """The students of `step` as ((encoder width, head width of every task), ...) with shared head widths (host
   side; the `ScheduledStep` key of `control.sliced_students`)."""
-  counts = check_counts(counts, len(widths))
-  head_counts = check_counts(head_counts, len(widths), "head")
-  enc, heads = _host_draws(seed, jnp.int32(step), num_random, len(widths), num_tasks, counts, head_counts, True)
-  ws = sorted(float(w) for w in widths)
-  return tuple((ws[int(e)], ws[int(h[0])]) for e, h in zip(np.asarray(enc), np.asarray(heads)))
+  ws, enc, heads = _host_student_draws(seed, step, num_random, widths, num_tasks, counts, head_counts, True)
+  return tuple((ws[int(e)], ws[int(h[0])]) for e, h in zip(enc, heads))

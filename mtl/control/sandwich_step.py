@@ -216,7 +216,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
 @TRAIN_STEPS.register("sandwich")
 def sandwich_step(exp) -> ScheduledStep:
   """Train-step variant 'sandwich' (config.train_step) of an experiment with `config.control`: a `ScheduledStep`
-  whose variant for each step is keyed by the students' encoder widths (`coverage.encoder_key`)."""
+  whose variant for each step is keyed by the students' encoder widths (`coverage.encoder_key`), or with
+  `control.sliced_students` by their (encoder width, head width) pairs (`coverage.sliced_key`)."""
   config = exp.config
   if not config.get("control"):
     raise ValueError("train_step 'sandwich' needs config.control (see configs/common.py:make_controllable)")
@@ -224,15 +225,14 @@ def sandwich_step(exp) -> ScheduledStep:
   make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
                            config.seed)  # validates the control values and the model before training starts
   num_tasks = len(exp.tasks)
-  if values.sliced_students:
-    return ScheduledStep(
-        key_for_step=lambda step: coverage.sliced_key(config.seed, step, values.num_random, values.widths, num_tasks,
-                                                      values.encoder_counts, values.head_counts),
-        build=lambda key: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
-                                                   config.control, config.seed, tuple(e for e, _ in key),
-                                                   tuple(h for _, h in key)))
+  if values.sliced_students:  # key ((encoder width, head width), ...) per student
+    draw_key = coverage.sliced_key
+    widths_of = lambda key: (tuple(e for e, _ in key), tuple(h for _, h in key))  # noqa: E731
+  else:  # key (encoder width, ...) per student; head widths drawn inside the step
+    draw_key = coverage.encoder_key
+    widths_of = lambda key: (key, None)  # noqa: E731
   return ScheduledStep(
-      key_for_step=lambda step: coverage.encoder_key(config.seed, step, values.num_random, values.widths, num_tasks,
-                                                     values.encoder_counts, values.head_counts),
-      build=lambda enc: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
-                                                 config.control, config.seed, enc))
+      key_for_step=lambda step: draw_key(config.seed, step, values.num_random, values.widths, num_tasks,
+                                         values.encoder_counts, values.head_counts),
+      build=lambda key: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
+                                                 config.control, config.seed, *widths_of(key)))
