@@ -141,8 +141,8 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
                       cikd_weight: float = 1.0, output_distill_weight: float = 1.0, num_random: int = 1,
                       student_weight: float = 1.0, encoder_counts: tuple[int, ...] | None = None,
                       head_counts: tuple[int, ...] | None = None,
-                      uniform_students: tuple[float, ...] = (), sliced_students: bool = False
-                      ) -> ml_collections.ConfigDict:
+                      uniform_students: tuple[float, ...] = (), sliced_students: bool = False,
+                      uniform_per_step: int = 0) -> ml_collections.ConfigDict:
   """Turns a multitask config into its controllable version (Aich et al., ICCV 2023): slimmable encoder and
   heads at `widths`, trained with the sandwich rule (largest, smallest and `num_random` students per step that
   cover every (encoder width, head width) pair; mtl/control/sandwich_step.py), CIKD on the encoder features
@@ -150,7 +150,9 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   `output_distill_weight` (0 switches either off); the students' task losses weighted by `student_weight`;
   `encoder_counts` (one int >= 1 per width, ascending; None = all 1): how often each encoder width is a student
   per covering block (mtl/control/coverage.py); `head_counts` (likewise): how often each head width is a
-  student's, for every task."""
+  student's, for every task; `uniform_students`: middle widths whose uniform configuration is trained too,
+  `uniform_per_step` of them per step, round robin (0 = all); `sliced_students`: drawn students share one head
+  width and are sliced instead of masked."""
   c.train_step = "sandwich"
   c.control = ml_collections.ConfigDict()
   c.control.enabled = True
@@ -163,6 +165,7 @@ def make_controllable(c: ml_collections.ConfigDict, widths: tuple[float, ...] = 
   c.control.encoder_counts = tuple(encoder_counts) if encoder_counts else (1,) * len(widths)
   c.control.head_counts = tuple(head_counts) if head_counts else (1,) * len(widths)
   c.control.uniform_students = tuple(float(w) for w in uniform_students)
+  c.control.uniform_per_step = int(uniform_per_step)
   c.control.sliced_students = bool(sliced_students)
   c.model.encoder.widths = c.control.widths
   c.model.head.widths = c.control.widths

@@ -18,8 +18,9 @@ head widths: 1+3+3+1 makes the middle head widths 3/8 of the students' each; def
 (1: each head width reads its hidden units with its own last 1x1 conv, `DenseHead(private_output=True)`;
 default 0: the nested shared readout) and uniform= (middle widths joined by '+', e.g. 0.5+0.75, whose
 uniform configuration, encoder and every head at that width, is trained every step beside the drawn students;
-default none) and sliced= (1: each drawn student has one head width for every task and is sliced, 16 compiled
-variants, instead of running full-width heads with masks; default 0).
+default none) and uniform_per_step= (how many of them each step trains, round robin; default 0 = all) and sliced=
+(1: each drawn student has one head width for every task and is sliced, 16 compiled variants, instead of running
+full-width heads with masks; default 0).
 """
 from configs import common, fashion_scenes
 
@@ -27,7 +28,8 @@ from configs import common, fashion_scenes
 def get_config(arg: str | None = None):
   mine, rest = common.split_control_args(arg, "control_fashion_scenes", "fashion_scenes", cikd=1.0, distill=0.0,
                                          num_random=1, student_weight=1.0, encoder_counts=(1, 1, 1, 1),
-                                         head_counts=(1, 1, 1, 1), uniform="", sliced=False, private_out=0)
+                                         head_counts=(1, 1, 1, 1), uniform="", uniform_per_step=0, sliced=False,
+                                         private_out=0)
   if mine.private_out not in (0, 1):
     raise ValueError(f"control_fashion_scenes: private_out must be 0 or 1, got {mine.private_out}")
   c = fashion_scenes.get_config(rest or None)
@@ -36,4 +38,5 @@ def get_config(arg: str | None = None):
                                   num_random=mine.num_random, student_weight=mine.student_weight,
                                   encoder_counts=mine.encoder_counts, head_counts=mine.head_counts,
                                   uniform_students=common.widths_arg("uniform", mine.uniform),
+                                  uniform_per_step=mine.uniform_per_step,
                                   sliced_students=mine.sliced)

@@ -12,8 +12,9 @@ student_weight= (weight of the students' task losses, default 1) and encoder_cou
 width, ascending, is a student per covering block, e.g. 1+3+3+1; default 1+1+1+1) and head_counts= (the same for
 the head widths of every task; default 1+1+1+1) and uniform= (middle widths joined by '+', e.g. 0.5+0.75, whose
 uniform configuration, encoder and every head at that width, is trained every step beside the drawn students;
-default none) and sliced= (1: each drawn student has one head width for every task and is sliced, 16 compiled
-variants, instead of running full-width heads with masks; default 0).
+default none) and uniform_per_step= (how many of them each step trains, round robin; default 0 = all) and sliced=
+(1: each drawn student has one head width for every task and is sliced, 16 compiled variants, instead of running
+full-width heads with masks; default 0).
 """
 from configs import common, multifashion
 
@@ -21,7 +22,7 @@ from configs import common, multifashion
 def get_config(arg: str | None = None):
   mine, rest = common.split_control_args(arg, "control_multifashion", "multifashion", cikd=1.0, distill=0.0,
                                          num_random=1, student_weight=1.0, encoder_counts=(1, 1, 1, 1),
-                                         head_counts=(1, 1, 1, 1), uniform="", sliced=False)
+                                         head_counts=(1, 1, 1, 1), uniform="", uniform_per_step=0, sliced=False)
   rest = [p for p in rest.split(",") if p]
   keys = {p.split("=")[0] for p in rest}
   rest += [f"{k}={v}" for k, v in (("steps", 1500), ("hidden", 64)) if k not in keys]
@@ -30,4 +31,5 @@ def get_config(arg: str | None = None):
                                   num_random=mine.num_random, student_weight=mine.student_weight,
                                   encoder_counts=mine.encoder_counts, head_counts=mine.head_counts,
                                   uniform_students=common.widths_arg("uniform", mine.uniform),
+                                  uniform_per_step=mine.uniform_per_step,
                                   sliced_students=mine.sliced)

@@ -5,8 +5,9 @@
 #        _c<digits>: the students' encoder counts per width, ascending, e.g. ctrl_none_sw0.5_c1331, and/or by
 #        _h<digits>: the students' head-width counts, e.g. ctrl_none_h1331, and/or by _po: a private readout
 #        per head width, e.g. ctrl_none_h1331_po), and/or last by _u: the uniform middle configurations (widths 0.5
-#        and 0.75) trained every step, e.g. ctrl_none_u, and/or last by _sl: sliced students sharing one head
-#        width across tasks (sliced=1), e.g. ctrl_none_u_sl;
+#        and 0.75) trained every step, e.g. ctrl_none_u, or _u1: one of them per step, round robin
+#        (uniform_per_step=1), and/or last by _sl: sliced students sharing one head width across tasks (sliced=1),
+#        e.g. ctrl_none_u_sl, ctrl_none_sw0.25_u1_sl;
 #        writes workdirs/runs/fs32_<RUN>_s<SEED>_<STEPS>_b<BATCH> and its train.log (DRY_RUN=1: print the config and
 #        workdir only).
 set -euo pipefail
@@ -16,6 +17,7 @@ common="res=32,steps=$steps,batch=$batch,seed=$seed"
 base=$run
 if [[ $base == ctrl*_sl ]]; then base=${base%_sl}; common="$common,sliced=1"; fi
 if [[ $base == ctrl*_u ]]; then base=${base%_u}; common="$common,uniform=0.5+0.75"; fi
+if [[ $base == ctrl*_u1 ]]; then base=${base%_u1}; common="$common,uniform=0.5+0.75,uniform_per_step=1"; fi
 if [[ $base == ctrl*_po ]]; then base=${base%_po}; common="$common,private_out=1"; fi
 if [[ $base == ctrl*_h+([0-9]) ]]; then
   digits=${base##*_h}; base=${base%_h*}; common="$common,head_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"

@@ -8,6 +8,9 @@ within ceil(sum(head_counts) * sum(encoder_counts) / num_random) steps for W wid
 `uniform_students` (default none) adds, at every step, the uniform configurations of those middle widths (encoder
 and every head at width w): the switchable list of Slimmable Networks (Yu et al., 2019) beside the covering draws,
 so the configurations that stand in for fixed-width models are trained every step, not only when drawn.
+`uniform_per_step` k (default 0 = all of them) trains only k of them per step, round robin
+(`uniform_for_step`: each uniform width every n / k steps), so the step costs k rather than n extra sub-networks;
+the host names the variant by them too.
 
 Speed. Widths set array shapes. The students' encoder widths are drawn on the host from (seed, step) and name
 the compiled variant (a `ScheduledStep` key; W ** num_random variants, 4 for the default W = 4, num_random =
@@ -51,7 +54,8 @@ from mtl.train.state import TrainState
 from mtl.train.step import ScheduledStep, StepOutput, finish_step, forward, task_losses_and_stats
 
 CONTROL_KEYS = ("enabled", "widths", "num_random", "cikd_weight", "cikd_normalize", "output_distill_weight",
-                "student_weight", "encoder_counts", "head_counts", "uniform_students", "sliced_students")
+                "student_weight", "encoder_counts", "head_counts", "uniform_students", "uniform_per_step",
+                "sliced_students")
 
 
 class ControlValues(NamedTuple):
@@ -65,6 +69,7 @@ class ControlValues(NamedTuple):
   encoder_counts: tuple[int, ...]  # copies of each encoder width per covering block (mtl/control/coverage.py)
   head_counts: tuple[int, ...]  # copies of each head width per covering block (every task's head)
   uniform_students: tuple[float, ...]  # middle widths whose uniform configuration is trained every step
+  uniform_per_step: int  # how many of them each step trains, round robin (= len(uniform_students): all)
   sliced_students: bool  # drawn students share one head width across tasks and are sliced, not masked
 
 
@@ -89,13 +94,14 @@ def control_values(control: ml_collections.ConfigDict) -> ControlValues:
                      f"{cikd_weight}, {distill_weight}")
   if normalize and cikd_weight == 0:
     raise ValueError("control.cikd_normalize=True has no effect with cikd_weight=0 (CIKD off)")
+  uniform = _uniform_students(control, widths)
   if not 0 < student_weight <= 1e3:
     raise ValueError(f"control.student_weight must be in (0, 1000] (the students' task-loss weight; 1 = the plain "
                      f"sandwich sum), got {student_weight}")
   return ControlValues(widths, num_random, cikd_weight, normalize, distill_weight, student_weight,
                        _counts(control, "encoder_counts", len(widths), "encoder"),
-                       _counts(control, "head_counts", len(widths), "head"), _uniform_students(control, widths),
-                       _flag(control, "sliced_students"))
+                       _counts(control, "head_counts", len(widths), "head"), uniform,
+                       _uniform_per_step(control, uniform), _flag(control, "sliced_students"))
 
 
 def _flag(control: ml_collections.ConfigDict, key: str) -> bool:
@@ -124,6 +130,28 @@ def _uniform_students(control: ml_collections.ConfigDict, widths: tuple[float, .
   return tuple(sorted(chosen))
 
 
+def _uniform_per_step(control: ml_collections.ConfigDict, uniform: tuple[float, ...]) -> int:
+  """`control.uniform_per_step` validated: 0 / missing = all of `uniform`, else an int in [1, len(uniform)]."""
+  raw = control.get("uniform_per_step", 0) or 0
+  if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
+    raise ValueError(f"control.uniform_per_step must be an int, got {raw!r}")
+  if raw and not uniform:
+    raise ValueError(f"control.uniform_per_step={raw} has no effect without control.uniform_students")
+  if not 0 <= raw <= len(uniform):
+    raise ValueError(f"control.uniform_per_step must be in [0, {len(uniform)}] (0 = every one of "
+                     f"control.uniform_students {uniform} at every step), got {raw}")
+  return int(raw) or len(uniform)
+
+
+def uniform_for_step(uniform: tuple[float, ...], per_step: int, step: int) -> tuple[float, ...]:
+  """The uniform widths `step` (1-based, host side) trains: `per_step` of `uniform`, round robin from the first, so
+  every width is trained per_step / len(uniform) of the steps (all of them when per_step = len(uniform))."""
+  n = len(uniform)
+  if per_step >= n:
+    return tuple(uniform)
+  return tuple(sorted(uniform[((step - 1) * per_step + i) % n] for i in range(per_step)))
+
+
 def _counts(control: ml_collections.ConfigDict, key: str, num_widths: int, what: str) -> tuple[int, ...]:
   """`control.<key>` validated by `coverage.check_counts` (None = all 1); errors name the field."""
   raw = control.get(key)
@@ -136,21 +164,28 @@ def _counts(control: ml_collections.ConfigDict, key: str, num_widths: int, what:
 def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: optax.GradientTransformation,
                              method, input_key: str, control: ml_collections.ConfigDict, seed: int,
                              encoder_widths: tuple[float, ...] | None = None,
-                             head_widths: tuple[float, ...] | None = None
+                             head_widths: tuple[float, ...] | None = None,
+                             uniform_widths: tuple[float, ...] | None = None
                              ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """`step(state, batch) -> (state, metrics)` training with the sandwich rule + CIKD + output distillation.
 
   `control`: see `control_values`. `encoder_widths`: the students' encoder widths (num_random of them; the
   host-drawn `coverage.encoder_key` of the steps this variant runs). The students' head widths are drawn inside
   from (seed, state.step + 1); with `control.sliced_students` they are given instead (`head_widths`, one per
-  student, shared by every task: `coverage.sliced_key`) and the students are sliced. Logged task losses, stats,
-  batch statistics and model metrics are those of the largest configuration; every configuration's sown auxiliary
-  losses (e.g. MoE load balancing) are in the objective. Logged beside them: 'cikd', 'output_distill',
-  'aux_loss/all' and the students' head widths 'control/head_width/<j>/<task>'.
+  student, shared by every task: `coverage.sliced_key`) and the students are sliced. `uniform_widths`: the
+  uniform configurations this variant trains (`uniform_for_step`; None = those of step 1, all of
+  control.uniform_students unless control.uniform_per_step is smaller).
+  Logged task losses, stats, batch statistics and model metrics are those of the largest configuration; every
+  configuration's sown auxiliary losses (e.g. MoE load balancing) are in the objective. Logged beside them:
+  'cikd', 'output_distill', 'aux_loss/all' and the students' head widths 'control/head_width/<j>/<task>'.
   """
   names = [t.name for t in tasks]
   (widths, num_random, cikd_weight, normalize, distill_weight, student_weight, counts, head_counts,
-   uniform, sliced) = control_values(control)
+   uniform_all, per_step, sliced) = control_values(control)
+  uniform = (uniform_for_step(uniform_all, per_step, 1) if uniform_widths is None
+             else tuple(float(w) for w in uniform_widths))
+  if len(uniform) != per_step or any(w not in uniform_all for w in uniform):
+    raise ValueError(f"uniform_widths {uniform} must be {per_step} of control.uniform_students {uniform_all}")
   if encoder_widths is None:
     encoder_widths = (widths[-1],) * num_random
   encoder_widths = tuple(float(w) for w in encoder_widths)
@@ -217,7 +252,8 @@ def make_sandwich_train_step(model: nn.Module, tasks: tuple[TaskSpec, ...], tx: 
 def sandwich_step(exp) -> ScheduledStep:
   """Train-step variant 'sandwich' (config.train_step) of an experiment with `config.control`: a `ScheduledStep`
   whose variant for each step is keyed by the students' encoder widths (`coverage.encoder_key`), or with
-  `control.sliced_students` by their (encoder width, head width) pairs (`coverage.sliced_key`)."""
+  `control.sliced_students` by their (encoder width, head width) pairs (`coverage.sliced_key`), and by the uniform
+  widths the step trains (`uniform_for_step`)."""
   config = exp.config
   if not config.get("control"):
     raise ValueError("train_step 'sandwich' needs config.control (see configs/common.py:make_controllable)")
@@ -225,14 +261,19 @@ def sandwich_step(exp) -> ScheduledStep:
   make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key, config.control,
                            config.seed)  # validates the control values and the model before training starts
   num_tasks = len(exp.tasks)
-  if values.sliced_students:  # key ((encoder width, head width), ...) per student
+  if values.sliced_students:  # students ((encoder width, head width), ...)
     draw_key = coverage.sliced_key
-    widths_of = lambda key: (tuple(e for e, _ in key), tuple(h for _, h in key))  # noqa: E731
-  else:  # key (encoder width, ...) per student; head widths drawn inside the step
+    widths_of = lambda students: (tuple(e for e, _ in students), tuple(h for _, h in students))  # noqa: E731
+  else:  # students (encoder width, ...); head widths drawn inside the step
     draw_key = coverage.encoder_key
-    widths_of = lambda key: (key, None)  # noqa: E731
+    widths_of = lambda students: (students, None)  # noqa: E731
+
+  def key_for_step(step: int):  # (students, uniform widths of the step)
+    return (draw_key(config.seed, step, values.num_random, values.widths, num_tasks, values.encoder_counts,
+                     values.head_counts),
+            uniform_for_step(values.uniform_students, values.uniform_per_step, step))
+
   return ScheduledStep(
-      key_for_step=lambda step: draw_key(config.seed, step, values.num_random, values.widths, num_tasks,
-                                         values.encoder_counts, values.head_counts),
+      key_for_step=key_for_step,
       build=lambda key: make_sandwich_train_step(exp.model, exp.tasks, exp.tx, exp.method, exp.info.input_key,
-                                                 config.control, config.seed, *widths_of(key)))
+                                                 config.control, config.seed, *widths_of(key[0]), key[1]))

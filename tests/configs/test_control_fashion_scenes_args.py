@@ -16,6 +16,8 @@ def test_res_seed_and_switches():
   assert control_fashion_scenes.get_config("res=32,head_counts=1+3+3+1").control.head_counts == (1, 3, 3, 1)
   assert not c.model.head.private_output and c.control.uniform_students == ()
   assert control_fashion_scenes.get_config("res=32,uniform=0.75+0.5").control.uniform_students == (0.75, 0.5)
+  c = control_fashion_scenes.get_config("uniform=0.5+0.75,uniform_per_step=1")
+  assert c.control.uniform_per_step == 1 and control_fashion_scenes.get_config().control.uniform_per_step == 0
   assert c.control.sliced_students is False
   assert control_fashion_scenes.get_config("res=32,sliced=1").control.sliced_students is True
   assert control_fashion_scenes.get_config("private_out=1").model.head.private_output

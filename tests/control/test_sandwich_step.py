@@ -13,7 +13,7 @@ from mtl.control import coverage
 from mtl.control import widths as widths_lib
 from mtl.control.cikd import cikd_loss
 from mtl.control.output_distill import output_distill_losses
-from mtl.control.sandwich_step import control_values, make_sandwich_train_step, sandwich_step
+from mtl.control.sandwich_step import control_values, make_sandwich_train_step, sandwich_step, uniform_for_step
 from mtl.testing import synthetic_data
 from mtl.testing.train_synthetic import synthetic_config
 from mtl.train import loop
@@ -108,6 +108,36 @@ def test_uniform_students_are_trained_every_step(uniform, student_w):
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
 
 
+@pytest.mark.parametrize("sliced", [False, True])
+def test_uniform_per_step_trains_the_uniform_configurations_round_robin(sliced):
+  """uniform_per_step=1 with uniform (0.5, 0.75): step s trains the uniform configuration of width 0.5 on odd
+  steps and 0.75 on even ones (the variant key names it), and the objective is the plain sum over the sliced
+  configurations that step trains."""
+  widths = (0.25, 0.5, 0.75, 1.0)
+  mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+  exp4 = loop.build_experiment(_control_config(widths=widths, uniform_students=(0.5, 0.75), uniform_per_step=1,
+                                               sliced_students=sliced), mesh)
+  scheduled = sandwich_step(exp4)
+  assert [uniform_for_step((0.5, 0.75), 1, s) for s in range(1, 6)] == [(0.5,), (0.75,), (0.5,), (0.75,), (0.5,)]
+  assert [uniform_for_step((0.5, 0.75), 2, s) for s in (1, 2)] == [(0.5, 0.75)] * 2
+  assert uniform_for_step((0.25, 0.5, 0.75), 2, 2) == (0.25, 0.75)  # draws 2 and 3 of the cycle 0.25, 0.5, 0.75
+  batch = _batch()
+  for step in (1, 2):
+    students, uniform = scheduled.key_for_step(step)
+    assert uniform == ((0.5,) if step == 1 else (0.75,))
+    state = exp4.state.replace(step=jnp.asarray(step - 1, exp4.state.step.dtype))
+    _, out = jax.jit(scheduled.build((students, uniform)))(state, batch)
+    want, _ = _reference_objective(exp4, batch, step, 0.5, 0.3, widths=widths, uniform=uniform, shared_heads=sliced)
+    np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
+  counts = {}
+  for s in range(1, 33):
+    counts[scheduled.key_for_step(s)[1]] = counts.get(scheduled.key_for_step(s)[1], 0) + 1
+  assert counts == {(0.5,): 16, (0.75,): 16}
+  with pytest.raises(ValueError, match=r"uniform_widths \(0.25,\) must be 1 of control.uniform_students"):
+    make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", exp4.config.control, 0,
+                             *(((0.5,), (0.5,)) if sliced else ((0.5,), None)), (0.25,))
+
+
 def test_sliced_students_share_one_head_width_and_equal_the_plain_sum():
   """sliced_students: the host names each student (encoder width, head width of every task); the step slices it
   and its objective is the plain sum over the sliced configurations; one compiled variant per such key."""
@@ -130,7 +160,7 @@ def test_sliced_students_share_one_head_width_and_equal_the_plain_sum():
       assert float(out["scalars"][f"control/head_width/0/{t}"]) == key[0][1]
   scheduled = sandwich_step(exp4)
   keys = [scheduled.key_for_step(s) for s in range(1, 17)]
-  assert sorted(keys) == sorted(((e, h),) for e in widths for h in widths)  # one block covers every pair once
+  assert sorted(keys) == sorted((((e, h),), (0.5,)) for e in widths for h in widths)  # every pair once per block
   with pytest.raises(ValueError, match="head_widths .* must be 1 of the widths"):
     make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", exp4.config.control, 0,
                              (0.5,), (0.3,))
@@ -151,8 +181,8 @@ def test_one_compiled_variant_per_encoder_key(exp):
   scheduled = sandwich_step(exp)
   assert isinstance(scheduled, ScheduledStep)
   keys = [scheduled.key_for_step(s) for s in range(1, 9)]
-  assert keys == [coverage.encoder_key(0, s, 1, WIDTHS, 2) for s in range(1, 9)]  # a resumed run redraws them
-  assert set(keys) == {(0.5,), (1.0,)}
+  assert keys == [(coverage.encoder_key(0, s, 1, WIDTHS, 2), ()) for s in range(1, 9)]  # a resumed run redraws
+  assert set(keys) == {((0.5,), ()), ((1.0,), ())}
   built = []
   original = scheduled.build
   runner = loop.step_runner(exp, ScheduledStep(scheduled.key_for_step, lambda k: built.append(k) or original(k)))
@@ -303,6 +333,16 @@ def test_bad_control_values_are_named(exp):
     build(uniform_students=("half",))
   with pytest.raises(ValueError, match="control.uniform_students has a repeated width"):
     control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5, 0.5))))
+  with pytest.raises(ValueError, match="uniform_per_step=1 has no effect without control.uniform_students"):
+    build(uniform_per_step=1)
+  for bad in (-1, 2):
+    with pytest.raises(ValueError, match=r"control.uniform_per_step must be in \[0, 1\]"):
+      control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5,),
+                                                    uniform_per_step=bad)))
+  for bad in (1.5, True, "1"):
+    with pytest.raises(ValueError, match="control.uniform_per_step must be an int"):
+      control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5,),
+                                                    uniform_per_step=bad)))
   with pytest.raises(ValueError, match="control.sliced_students must be True or False"):
     build(sliced_students="yes")
   with pytest.raises(ValueError, match="head_widths are drawn inside the step unless control.sliced_students"):

@@ -47,7 +47,12 @@ def test_suffixes_become_config_args():
   assert c.control.uniform_students == (0.5, 0.75) and c.control.head_counts == (1, 3, 3, 1)
   assert not c.control.sliced_students
   c = control_fashion_scenes.get_config(_dry("ctrl_none_u_sl")[0].split(":", 1)[1])
-  assert c.control.uniform_students == (0.5, 0.75) and c.control.sliced_students
+  assert c.control.uniform_students == (0.5, 0.75) and c.control.sliced_students and c.control.uniform_per_step == 0
+  cfg, workdir = _dry("ctrl_none_sw0.25_u1_sl", "2000", "1", "32")
+  assert workdir == "workdirs/runs/fs32_ctrl_none_sw0.25_u1_sl_s1_2000_b32"
+  c = control_fashion_scenes.get_config(cfg.split(":", 1)[1])
+  assert c.control.uniform_students == (0.5, 0.75) and c.control.uniform_per_step == 1
+  assert c.control.sliced_students and c.control.student_weight == 0.25
   c = fashion_scenes.get_config(_dry("w0.5", "300")[0].split(":", 1)[1])
   assert c.num_steps == 300 and c.model.head.hidden_dim == 16
 
