@@ -132,7 +132,8 @@ def _uniform_students(control: ml_collections.ConfigDict, widths: tuple[float, .
 
 def _uniform_per_step(control: ml_collections.ConfigDict, uniform: tuple[float, ...]) -> int:
   """`control.uniform_per_step` validated: 0 / missing = all of `uniform`, else an int in [1, len(uniform)]."""
-  raw = control.get("uniform_per_step", 0) or 0
+  raw = control.get("uniform_per_step")
+  raw = 0 if raw is None else raw
   if isinstance(raw, (bool, np.bool_)) or not isinstance(raw, (int, np.integer)):
     raise ValueError(f"control.uniform_per_step must be an int, got {raw!r}")
   if raw and not uniform:

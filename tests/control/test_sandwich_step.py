@@ -339,7 +339,7 @@ def test_bad_control_values_are_named(exp):
     with pytest.raises(ValueError, match=r"control.uniform_per_step must be in \[0, 1\]"):
       control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5,),
                                                     uniform_per_step=bad)))
-  for bad in (1.5, True, "1"):
+  for bad in (1.5, True, False, "1"):
     with pytest.raises(ValueError, match="control.uniform_per_step must be an int"):
       control_values(ml_collections.ConfigDict(dict(widths=(0.25, 0.5, 1.0), uniform_students=(0.5,),
                                                     uniform_per_step=bad)))
