@@ -16,8 +16,8 @@ run=$1; steps=${2:-3000}; seed=${3:-0}; batch=${4:-32}
 common="res=32,steps=$steps,batch=$batch,seed=$seed"
 base=$run
 if [[ $base == ctrl*_sl ]]; then base=${base%_sl}; common="$common,sliced=1"; fi
+if [[ $base == ctrl*_u1 ]]; then base=${base%1}; common="$common,uniform_per_step=1"; fi   # then _u below
 if [[ $base == ctrl*_u ]]; then base=${base%_u}; common="$common,uniform=0.5+0.75"; fi
-if [[ $base == ctrl*_u1 ]]; then base=${base%_u1}; common="$common,uniform=0.5+0.75,uniform_per_step=1"; fi
 if [[ $base == ctrl*_po ]]; then base=${base%_po}; common="$common,private_out=1"; fi
 if [[ $base == ctrl*_h+([0-9]) ]]; then
   digits=${base##*_h}; base=${base%_h*}; common="$common,head_counts=$(echo "$digits" | sed 's/./&+/g; s/+$//')"

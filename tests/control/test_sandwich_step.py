@@ -1,5 +1,6 @@
 """Sandwich-rule step: loss = teacher + smallest + covering students (+ CIKD + output distillation), one compiled
 variant per students' encoder widths, head widths traced; it trains in the loop."""
+import collections
 import math
 
 import jax
@@ -129,10 +130,7 @@ def test_uniform_per_step_trains_the_uniform_configurations_round_robin(sliced):
     _, out = jax.jit(scheduled.build((students, uniform)))(state, batch)
     want, _ = _reference_objective(exp4, batch, step, 0.5, 0.3, widths=widths, uniform=uniform, shared_heads=sliced)
     np.testing.assert_allclose(float(out["scalars"]["objective"]), want, rtol=2e-5)
-  counts = {}
-  for s in range(1, 33):
-    counts[scheduled.key_for_step(s)[1]] = counts.get(scheduled.key_for_step(s)[1], 0) + 1
-  assert counts == {(0.5,): 16, (0.75,): 16}
+  assert collections.Counter(scheduled.key_for_step(s)[1] for s in range(1, 33)) == {(0.5,): 16, (0.75,): 16}
   with pytest.raises(ValueError, match=r"uniform_widths \(0.25,\) must be 1 of control.uniform_students"):
     make_sandwich_train_step(exp4.model, exp4.tasks, exp4.tx, exp4.method, "image", exp4.config.control, 0,
                              *(((0.5,), (0.5,)) if sliced else ((0.5,), None)), (0.25,))
